@@ -1,0 +1,1 @@
+"""Reading the database catalog into plain observation objects the planners consume."""

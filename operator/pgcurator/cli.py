@@ -1,0 +1,149 @@
+"""`pgcurator` command line: run the operator, render CRDs, plan a resource, start a dev environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from .errors import CuratorError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import main as run_main
+
+    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
+    run_main(namespaces, args.liveness, args.log_format, args.verbose)
+    return 0
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from .crdgen import render_all, write_all
+
+    out = Path(args.output)
+    if args.check:
+        stale = [name for name, text in render_all().items()
+                 if not (out / name).exists() or (out / name).read_text() != text]
+        if stale:
+            print(f"out of date in {out}: {', '.join(stale)}; run `pgcurator crds`", file=sys.stderr)
+            return 1
+        print("CRDs are up to date")
+        return 0
+    for path in write_all(out):
+        print(path)
+    return 0
+
+
+def _load_resources(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+
+
+async def _plan_one(doc: dict[str, Any], url: str, now: datetime) -> int:
+    from .catalog.partitions import observe_table
+    from .db.params import params_from_url
+    from .db.pools import PoolRegistry
+    from .models.partition import PartitionPolicySpec
+    from .planner.partition import plan_range
+    from .runtime import format_validation_error
+
+    kind = doc.get("kind")
+    name = (doc.get("metadata") or {}).get("name", "?")
+    if kind != "PartitionPolicy":
+        print(f"-- {kind}/{name}: kind not supported by `plan` yet", file=sys.stderr)
+        return 2
+    try:
+        spec = PartitionPolicySpec.model_validate(doc.get("spec") or {})
+    except pydantic.ValidationError as exc:
+        print(f"-- {kind}/{name}: invalid: {format_validation_error(exc)}", file=sys.stderr)
+        return 2
+    pools = PoolRegistry(max_size=1)
+    try:
+        async with pools.connection(params_from_url(url)) as conn:
+            obs = await observe_table(conn, spec.table.schema_, spec.table.name, spec.range.column)
+            plan, _ = plan_range(spec, obs, now)
+    finally:
+        await pools.close()
+    print(f"-- {kind}/{name}: {len(plan.statements())} statements")
+    for note in plan.notes:
+        print(f"-- note: {note}")
+    for step in plan.steps:
+        print(f"-- {step.kind} {step.target}" + ("" if step.transactional else " (outside a transaction)"))
+        for sql in step.statements:
+            print(sql + ";")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("--database-url (or DATABASE_URL) is required", file=sys.stderr)
+        return 2
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    rc = 0
+    for doc in _load_resources(args.filename):
+        try:
+            rc = max(rc, asyncio.run(_plan_one(doc, url, now)))
+        except CuratorError as exc:
+            print(f"-- error ({exc.reason}): {exc.message}", file=sys.stderr)
+            rc = max(rc, 1)
+    return rc
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    from .devenv.up import dev_up
+
+    rc: int = dev_up(Path(args.workdir), exit_after_ready=args.exit_after_ready)
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); "
+                     "default: all, or WATCH_NAMESPACES (comma-separated)")
+    run.add_argument("--liveness", default=os.environ.get("PGCURATOR_LIVENESS"),
+                     help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-format", choices=["plain", "json"], default=os.environ.get("PGCURATOR_LOG_FORMAT", "plain"))
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    crds = sub.add_parser("crds", help="render the CRDs from the models")
+    crds.add_argument("-o", "--output", default="crds")
+    crds.add_argument("--check", action="store_true", help="fail if the files in --output are out of date")
+    crds.set_defaults(func=_cmd_crds)
+
+    plan = sub.add_parser("plan", help="print the statements a resource would run (no cluster needed)")
+    plan.add_argument("-f", "--filename", required=True, help="resource YAML file, or - for stdin")
+    plan.add_argument("--database-url", help="postgresql://user:password@host:port/dbname (or DATABASE_URL)")
+    plan.add_argument("--now", help="plan as of this ISO time instead of now")
+    plan.set_defaults(func=_cmd_plan)
+
+    dev = sub.add_parser("dev", help="local development environment")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="local control plane + embedded PostgreSQL + CRDs + example + operator")
+    up.add_argument("--workdir", default=".dev")
+    up.add_argument("--exit-after-ready", action="store_true", help="tear down once the example is Ready")
+    up.set_defaults(func=_cmd_dev_up)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

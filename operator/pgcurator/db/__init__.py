@@ -1,0 +1,1 @@
+"""Connecting to target databases and running statements safely."""

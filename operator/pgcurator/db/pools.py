@@ -1,0 +1,121 @@
+"""One bounded asyncpg pool per target database, shared by every resource that points at it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from ..errors import ConnectionFailed, CuratorError
+from .params import ConnParams
+
+POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "4"))
+CONNECT_TIMEOUT = float(os.environ.get("PGCURATOR_CONNECT_TIMEOUT", "10"))
+
+
+def _ssl_arg(params: ConnParams) -> Any:
+    if params.ca_pem is None or params.ssl_mode in ("disable", "allow", "prefer"):
+        return params.ssl_mode
+    ctx = ssl.create_default_context(cadata=params.ca_pem)
+    if params.ssl_mode != "verify-full":
+        ctx.check_hostname = False
+    if params.ssl_mode == "require":
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorError:
+    """A message that says which of the usual causes it was, without credentials."""
+    where = params.display
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return CuratorError(
+            f"password authentication failed for {where}: check the Secret's password",
+            reason="AuthenticationFailed",
+            transient=True,
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return CuratorError(f"role rejected by {where}: {exc}", reason="AuthenticationFailed", transient=True)
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return CuratorError(f"database does not exist on {where}", reason="DatabaseNotFound", transient=True)
+    if isinstance(exc, socket.gaierror):
+        return ConnectionFailed(f"cannot resolve host {params.host!r} for {where}")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return ConnectionFailed(f"timed out connecting to {where} after {CONNECT_TIMEOUT:.0f}s")
+    if isinstance(exc, OSError):
+        return ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}")
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return ConnectionFailed(f"{where} is starting up or shutting down")
+    if isinstance(exc, (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+        return ConnectionFailed(f"connection to {where} was lost: {exc}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return CuratorError(f"{where} refused the connection: {exc}", reason="ConnectionRefused", transient=True)
+    return ConnectionFailed(f"cannot connect to {where}: {type(exc).__name__}")
+
+
+class PoolRegistry:
+    def __init__(self, max_size: int = POOL_MAX_SIZE) -> None:
+        self.max_size = max_size
+        self._pools: dict[str, asyncpg.Pool] = {}
+        self._creating: dict[str, asyncio.Lock] = {}
+
+    async def get(self, params: ConnParams) -> asyncpg.Pool:
+        key = params.pool_key
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        lock = self._creating.setdefault(key, asyncio.Lock())
+        async with lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = await asyncpg.create_pool(
+                    host=params.host,
+                    port=params.port,
+                    user=params.user,
+                    password=params.password,
+                    database=params.dbname,
+                    ssl=_ssl_arg(params),
+                    min_size=0,
+                    max_size=self.max_size,
+                    timeout=CONNECT_TIMEOUT,
+                    max_inactive_connection_lifetime=120,
+                    # Bounds are read back in UTC so parsing them never depends on the server's zone.
+                    server_settings={"application_name": "pgcurator", "TimeZone": "UTC"},
+                )
+                self._pools[key] = pool
+        return pool
+
+    @asynccontextmanager
+    async def connection(self, params: ConnParams) -> AsyncIterator[Any]:
+        try:
+            pool = await self.get(params)
+            conn = await pool.acquire(timeout=CONNECT_TIMEOUT + 30)
+        except CuratorError:
+            raise
+        except Exception as exc:
+            raise describe_connect_error(params, exc) from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    def in_use(self) -> dict[str, int]:
+        """Connections checked out per database (for metrics)."""
+        out: dict[str, int] = {}
+        for key, pool in self._pools.items():
+            display = key.split("?")[0]
+            out[display] = out.get(display, 0) + (pool.get_size() - pool.get_idle_size())
+        return out
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except Exception:
+                pool.terminate()

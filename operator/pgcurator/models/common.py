@@ -1,0 +1,173 @@
+"""Spec parts every pgcurator resource shares."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
+# would silently alias each other, so they are refused up front.
+MAX_IDENTIFIER_BYTES = 63
+
+# Kubernetes object names (DNS-1123 subdomain, as Secrets use).
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+Identifier = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_IDENTIFIER_BYTES,
+        pattern=r"^[^\x00]+$",
+        description="A PostgreSQL identifier, used as written (it is always quoted, so case matters).",
+    ),
+]
+
+
+def check_identifier(value: str) -> str:
+    """Refuse identifiers PostgreSQL would reject or silently truncate."""
+    if not value:
+        raise ValueError("identifier must not be empty")
+    if "\x00" in value:
+        raise ValueError("identifier must not contain a NUL byte")
+    if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"identifier {value[:20]!r}... is {len(value.encode('utf-8'))} bytes; PostgreSQL allows at most "
+            f"{MAX_IDENTIFIER_BYTES}"
+        )
+    return value
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a typo in a spec must not be ignored silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SslMode(StrEnum):
+    disable = "disable"
+    allow = "allow"
+    prefer = "prefer"
+    require = "require"
+    verify_ca = "verify-ca"
+    verify_full = "verify-full"
+
+
+class SecretKeyRef(StrictModel):
+    name: str = Field(
+        max_length=253,
+        pattern=K8S_NAME_PATTERN,
+        description="Name of a Secret in the resource's namespace.",
+    )
+    key: str = Field(default="ca.crt", max_length=253, description="Key in the Secret holding the value.")
+
+
+class DatabaseRef(StrictModel):
+    """Where to connect: a Secret in the same namespace, as CloudNativePG's `<cluster>-app` secrets are laid out."""
+
+    secret_name: str = Field(
+        alias="secretName",
+        max_length=253,
+        pattern=K8S_NAME_PATTERN,
+        description=(
+            "Secret in the same namespace holding either a `uri` key (postgresql://...) or `host`, `port`, "
+            "`dbname`, `user` (or `username`) and `password` keys."
+        ),
+    )
+    dbname: str | None = Field(
+        default=None,
+        max_length=MAX_IDENTIFIER_BYTES,
+        description="Database to connect to, overriding the one in the Secret.",
+    )
+    ssl_mode: SslMode | None = Field(
+        default=None,
+        alias="sslMode",
+        description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default: prefer.",
+    )
+    ca_secret: SecretKeyRef | None = Field(
+        default=None,
+        alias="caSecret",
+        description="CA certificate for verify-ca / verify-full (default key ca.crt).",
+    )
+
+
+class DeletionPolicy(StrEnum):
+    Retain = "Retain"
+    Delete = "Delete"
+
+
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go-style duration such as `90s`, `5m`, `1h30m` into seconds."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", text))
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+
+class Timeouts(StrictModel):
+    lock_timeout: Duration = Field(
+        default="5s",
+        alias="lockTimeout",
+        description="lock_timeout for every statement: how long DDL may queue behind other sessions' locks "
+        "(and so how long it can make the application's writes wait behind it).",
+    )
+    statement_timeout: Duration = Field(
+        default="30m",
+        alias="statementTimeout",
+        description="statement_timeout for every statement.",
+    )
+    lock_retries: int = Field(
+        default=5,
+        alias="lockRetries",
+        ge=0,
+        le=100,
+        description="Retries, with exponential backoff, when a lock could not be had within lockTimeout.",
+    )
+
+    @field_validator("lock_timeout", "statement_timeout")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError("must be greater than zero")
+        return v
+
+
+class CommonSpec(StrictModel):
+    """Fields every pgcurator resource has."""
+
+    database: DatabaseRef = Field(description="Where the managed table lives.")
+    suspend: bool = Field(default=False, description="Stop acting on the database; keep observing and reporting.")
+    dry_run: bool = Field(
+        default=False,
+        alias="dryRun",
+        description="Plan only: the exact statements that would run appear in status.plan; nothing is executed.",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.Retain,
+        alias="deletionPolicy",
+        description="Retain (default): deleting the resource never touches the database. Delete: remove what "
+        "this resource created, where that is safe.",
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Limits applied to every statement.")
+
+
+class TableRef(StrictModel):
+    schema_: Identifier = Field(default="public", alias="schema", description="Schema of the table.")
+    name: Identifier = Field(description="Table name.")
+
+    @field_validator("schema_", "name")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        return check_identifier(v)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_}.{self.name}"

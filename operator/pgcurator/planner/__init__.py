@@ -1,0 +1,1 @@
+"""Pure planners: desired spec + observed catalog state -> ordered statements."""

@@ -1,0 +1,180 @@
+"""Range-partition bounds: alignment in a time zone, naming, literals, parsing observed bounds.
+
+Internally every time bound is an aware datetime (an instant). How it is written into SQL
+depends on the column type: timestamptz bounds carry their offset, timestamp bounds are the
+wall-clock time in the policy's zone, date bounds are dates. The server's TimeZone setting
+therefore never shifts a bound.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from ..models.partition import IntervalUnit
+
+TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
+INT_TYPES = {"smallint", "integer", "bigint"}
+
+# Unbounded ends (MINVALUE / MAXVALUE) are represented as None.
+Value = datetime | int
+Bound = Value | None
+
+_EPOCH_MONDAY = date(1970, 1, 5)
+
+
+@dataclass(frozen=True)
+class Period:
+    lower: Value
+    upper: Value
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """Partitions of `n` units each, aligned in time zone `tz`."""
+
+    n: int
+    unit: IntervalUnit
+    tz: ZoneInfo
+
+    def _local_midnight(self, d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, tzinfo=self.tz)
+
+    def start_of(self, t: datetime) -> datetime:
+        """Start of the period holding instant `t`."""
+        if self.unit is IntervalUnit.hour:
+            # Hours are aligned on UTC: local wall-clock hours repeat or vanish at DST changes.
+            utc = t.astimezone(UTC)
+            hours = int(utc.timestamp()) // 3600
+            hours -= hours % self.n
+            return datetime.fromtimestamp(hours * 3600, UTC).astimezone(self.tz)
+        local = t.astimezone(self.tz).date()
+        if self.unit is IntervalUnit.day:
+            days = (local - date(1970, 1, 1)).days
+            return self._local_midnight(date(1970, 1, 1) + timedelta(days=days - days % self.n))
+        if self.unit is IntervalUnit.week:
+            days = (local - _EPOCH_MONDAY).days
+            span = 7 * self.n
+            return self._local_midnight(_EPOCH_MONDAY + timedelta(days=days - days % span))
+        if self.unit is IntervalUnit.month:
+            months = (local.year - 1970) * 12 + local.month - 1
+            months -= months % self.n
+            return self._local_midnight(date(1970 + months // 12, months % 12 + 1, 1))
+        years = local.year - 1970
+        years -= years % self.n
+        return self._local_midnight(date(1970 + years, 1, 1))
+
+    def shift(self, start: datetime, k: int) -> datetime:
+        """The period start `k` periods after (or before, k<0) the aligned `start`."""
+        if self.unit is IntervalUnit.hour:
+            return (start.astimezone(UTC) + timedelta(hours=self.n * k)).astimezone(self.tz)
+        local = start.astimezone(self.tz).date()
+        if self.unit in (IntervalUnit.day, IntervalUnit.week):
+            days = self.n * k * (7 if self.unit is IntervalUnit.week else 1)
+            return self._local_midnight(local + timedelta(days=days))
+        months = self.n * k * (12 if self.unit is IntervalUnit.year else 1)
+        total = local.year * 12 + local.month - 1 + months
+        return self._local_midnight(date(total // 12, total % 12 + 1, 1))
+
+    def period(self, start: datetime) -> Period:
+        return Period(start, self.shift(start, 1))
+
+    def suffix(self, start: datetime) -> str:
+        local = start.astimezone(self.tz)
+        if self.unit is IntervalUnit.year:
+            return local.strftime("%Y")
+        if self.unit is IntervalUnit.month:
+            return local.strftime("%Y_%m")
+        if self.unit is IntervalUnit.hour:
+            return start.astimezone(UTC).strftime("%Y_%m_%d_%H")
+        return local.strftime("%Y_%m_%d")
+
+
+@dataclass(frozen=True)
+class IntGrid:
+    width: int
+
+    def start_of(self, v: int) -> int:
+        return v - v % self.width
+
+    def shift(self, start: int, k: int) -> int:
+        return start + k * self.width
+
+    def period(self, start: int) -> Period:
+        return Period(start, start + self.width)
+
+    @staticmethod
+    def suffix(start: int) -> str:
+        return str(start) if start >= 0 else f"m{-start}"
+
+
+def render_bound(value: Bound, column_type: str, tz: ZoneInfo) -> str:
+    """The SQL text of one bound for a column of `column_type`."""
+    if value is None:
+        raise ValueError("unbounded values are never planned")
+    if isinstance(value, int):
+        return str(value)
+    local = value.astimezone(tz)
+    if column_type == "timestamp with time zone":
+        text = local.isoformat(sep=" ")
+    elif column_type == "timestamp without time zone":
+        text = local.replace(tzinfo=None).isoformat(sep=" ")
+    elif column_type == "date":
+        if local.time() != datetime.min.time():
+            raise ValueError(f"bound {local.isoformat()} is not a whole day; a date column needs day-sized intervals")
+        text = local.date().isoformat()
+    else:
+        raise ValueError(f"column type {column_type!r} cannot hold a time bound")
+    return "'" + text + "'"
+
+
+_BOUND_RE = re.compile(r"^FOR VALUES FROM \((?P<lo>.+)\) TO \((?P<hi>.+)\)$")
+
+
+def _parse_value(text: str, column_type: str, tz: ZoneInfo) -> Bound:
+    text = text.strip()
+    if text in ("MINVALUE", "MAXVALUE"):
+        return None
+    if column_type in INT_TYPES:
+        return int(text.strip("'"))  # bigint bounds come back quoted
+    raw = text.strip("'")
+    if raw in ("infinity", "-infinity"):
+        return None
+    if column_type == "date":
+        return datetime.combine(date.fromisoformat(raw), datetime.min.time(), tzinfo=tz)
+    if column_type == "timestamp without time zone":
+        return datetime.fromisoformat(raw).replace(tzinfo=tz)
+    # timestamptz, read in a session whose TimeZone is UTC: '2026-11-01 00:00:00+00'
+    if re.search(r"[+-]\d\d$", raw):
+        raw += ":00"
+    parsed = datetime.fromisoformat(raw)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_range_bound(expr: str, column_type: str, tz: ZoneInfo) -> tuple[Bound, Bound] | None:
+    """Parse `pg_get_expr(relpartbound)` of a single-column range partition.
+
+    Returns None when the text is not a single-column range bound (e.g. DEFAULT)."""
+    m = _BOUND_RE.match(expr.strip())
+    if not m:
+        return None
+    try:
+        return _parse_value(m.group("lo"), column_type, tz), _parse_value(m.group("hi"), column_type, tz)
+    except ValueError:
+        return None  # e.g. a multi-column bound: reported as unmanaged, never touched
+
+
+def overlaps(a_lo: Bound, a_hi: Bound, b_lo: Bound, b_hi: Bound) -> bool:
+    """Half-open ranges [lo, hi) with None as unbounded."""
+
+    def lt(x: Bound, y: Bound, x_is_lower: bool, y_is_lower: bool) -> bool:
+        # x < y where None means -inf for lowers and +inf for uppers.
+        if x is None:
+            return x_is_lower and not (y is None and y_is_lower)
+        if y is None:
+            return not y_is_lower
+        return x < y  # type: ignore[operator]
+
+    return lt(a_lo, b_hi, True, False) and lt(b_lo, a_hi, True, False)

@@ -1,0 +1,1 @@
+"""Per-kind reconcile functions: connection in, status out. Kubernetes-agnostic."""

@@ -1,0 +1,68 @@
+"""What one reconcile produced: a status fragment, conditions and when to run again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any] = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    # Seconds until the next run; None = the resource's own schedule.
+    requeue_after: float | None = None
+
+    @classmethod
+    def ready(cls, reason: str, message: str, status: dict[str, Any] | None = None) -> Outcome:
+        return cls(
+            status=status or {},
+            conditions=[
+                Condition("Ready", True, reason, message),
+                Condition("Progressing", False, reason, ""),
+                Condition("Degraded", False, reason, ""),
+            ],
+        )
+
+    @classmethod
+    def progressing(cls, reason: str, message: str, status: dict[str, Any] | None = None,
+                    requeue_after: float | None = None) -> Outcome:
+        return cls(
+            status=status or {},
+            conditions=[
+                Condition("Ready", False, reason, message),
+                Condition("Progressing", True, reason, message),
+                Condition("Degraded", False, reason, ""),
+            ],
+            requeue_after=requeue_after,
+        )
+
+    @classmethod
+    def degraded(cls, reason: str, message: str, status: dict[str, Any] | None = None,
+                 requeue_after: float | None = None) -> Outcome:
+        return cls(
+            status=status or {},
+            conditions=[
+                Condition("Ready", False, reason, message),
+                Condition("Progressing", False, reason, ""),
+                Condition("Degraded", True, reason, message),
+            ],
+            events=[Event("Warning", reason, message)],
+            requeue_after=requeue_after,
+        )

@@ -1,0 +1,256 @@
+"""Schedules reconciles: one worker task per resource, woken by spec changes and by its own
+timer. No kopf daemons or timers, because those add finalizers to every resource; a
+finalizer is added only where deletion has work to do (deletionPolicy: Delete)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from .db.params import ConnParams, params_from_secret
+from .db.pools import PoolRegistry
+from .errors import CuratorError, LockBusy, PlanError, SecretProblem
+from .kube import FINALIZER, Kube
+from .models.common import CommonSpec, DeletionPolicy
+from .reconcile.outcome import Condition, Event, Outcome
+
+log = logging.getLogger("pgcurator")
+
+RETRY_MIN = float(os.environ.get("PGCURATOR_RETRY_MIN", "2"))
+RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "60"))
+PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
+
+S = TypeVar("S", bound=CommonSpec)
+OnEvent = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class KindHandler(Generic[S]):
+    kind: str
+    plural: str
+    model: type[S]
+    reconcile: Callable[[Any, S, str, OnEvent], Awaitable[Outcome]]
+    schedule_seconds: Callable[[S], float]
+    table_of: Callable[[S], str]
+    cleanup: Callable[[Any, S, str], Awaitable[None]] | None = None
+
+
+def format_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "spec"
+        parts.append(f"spec.{loc}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int) -> list[dict[str, Any]]:
+    """Kubernetes conditions: lastTransitionTime moves only when status flips."""
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    previous = {c.get("type"): c for c in old or []}
+    out = []
+    for c in new:
+        status = "True" if c.status else "False"
+        prev = previous.get(c.type)
+        since = prev.get("lastTransitionTime") if prev and prev.get("status") == status else now
+        out.append(
+            {
+                "type": c.type,
+                "status": status,
+                "reason": c.reason,
+                "message": c.message[:2000],
+                "lastTransitionTime": since or now,
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, handler: KindHandler[Any], body: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.handler = handler
+        self.body = body
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._last_warning: tuple[str, str] | None = None
+        self._failures = 0
+
+    @property
+    def name(self) -> str:
+        m = self.body["metadata"]
+        return f"{self.handler.kind}/{m['namespace']}/{m['name']}"
+
+    def update(self, body: dict[str, Any]) -> None:
+        old = self.body
+        self.body = body
+        changed = old["metadata"].get("generation") != body["metadata"].get("generation")
+        if changed or body["metadata"].get("deletionTimestamp"):
+            self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            body = self.body
+            if body["metadata"].get("deletionTimestamp"):
+                await self._finalize(body)
+                return
+            delay = await self._reconcile_once(body)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    async def _post(self, body: dict[str, Any], ev: Event) -> None:
+        if ev.type == "Warning":
+            key = (ev.reason, ev.message)
+            if key == self._last_warning:
+                return  # the same warning again: the condition already says it
+            self._last_warning = key
+        await self.runtime.kube.event(body, ev.type, ev.reason, ev.message)
+
+    async def _params(self, spec: CommonSpec, namespace: str) -> ConnParams:
+        ref = spec.database
+        data = await self.runtime.kube.read_secret(namespace, ref.secret_name)
+        if data is None:
+            raise SecretProblem(f"Secret {namespace}/{ref.secret_name} not found", reason="SecretNotFound")
+        ca_pem = None
+        if ref.ca_secret is not None:
+            ca_data = await self.runtime.kube.read_secret(namespace, ref.ca_secret.name)
+            if ca_data is None or ref.ca_secret.key not in ca_data:
+                raise SecretProblem(
+                    f"CA Secret {namespace}/{ref.ca_secret.name} or its key {ref.ca_secret.key!r} not found",
+                    reason="SecretNotFound",
+                )
+            import base64
+
+            ca_pem = base64.b64decode(ca_data[ref.ca_secret.key]).decode()
+        return params_from_secret(f"{namespace}/{ref.secret_name}", data, ref, ca_pem)
+
+    async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        namespace = meta["namespace"]
+        try:
+            spec = self.handler.model.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            outcome = Outcome.degraded("InvalidSpec", format_validation_error(exc))
+            await self._publish(body, outcome, generation)
+            return None  # wait for the spec to change
+        schedule = self.handler.schedule_seconds(spec)
+        await self.runtime.kube.set_finalizer(
+            self.handler.plural, body, spec.deletion_policy is DeletionPolicy.Delete
+        )
+        try:
+            params = await self._params(spec, namespace)
+            lock = self.runtime.table_lock(params, self.handler.table_of(spec))
+            async with lock, self.runtime.pools.connection(params) as conn:
+
+                async def on_event(ev: Event) -> None:
+                    await self._post(body, ev)
+
+                outcome = await self.handler.reconcile(conn, spec, self.name, on_event)
+            self._failures = 0
+        except LockBusy as exc:
+            outcome = Outcome.progressing(exc.reason, exc.message, requeue_after=15)
+        except PlanError as exc:
+            outcome = Outcome.degraded(exc.reason, exc.message, requeue_after=min(schedule, PLAN_ERROR_RETRY))
+        except CuratorError as exc:
+            self._failures += 1
+            retry = min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)) if exc.transient else schedule
+            outcome = Outcome.degraded(exc.reason, exc.message, requeue_after=retry)
+        except Exception as exc:  # a bug or an unexpected server answer: report it, keep the worker alive
+            log.exception("reconcile of %s failed unexpectedly", self.name)
+            self._failures += 1
+            outcome = Outcome.degraded(
+                "InternalError", f"{type(exc).__name__}: {exc}",
+                requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)),
+            )
+        await self._publish(body, outcome, generation)
+        return outcome.requeue_after if outcome.requeue_after is not None else schedule
+
+    async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
+        for ev in outcome.events:
+            await self._post(body, ev)
+        if not any(c.type == "Degraded" and c.status for c in outcome.conditions):
+            self._last_warning = None
+        old = (body.get("status") or {}).get("conditions") or []
+        status = dict(outcome.status)
+        status["observedGeneration"] = generation
+        status["conditions"] = merge_conditions(old, outcome.conditions, generation)
+        ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
+        status["ready"] = "True" if ready and ready.status else "False"
+        status["reason"] = ready.reason if ready else ""
+        status["lastReconcileTime"] = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        try:
+            await self.runtime.kube.patch_status(self.handler.plural, body["metadata"]["namespace"],
+                                                 body["metadata"]["name"], status)
+        except Exception:
+            log.exception("could not write the status of %s", self.name)
+        log.info("%s: %s", self.name, "; ".join(f"{c.type}={c.status} {c.reason}" for c in outcome.conditions[:1]))
+
+    async def _finalize(self, body: dict[str, Any]) -> None:
+        if FINALIZER not in (body["metadata"].get("finalizers") or []):
+            return
+        try:
+            spec = self.handler.model.model_validate(body.get("spec") or {})
+            if self.handler.cleanup is not None and spec.deletion_policy is DeletionPolicy.Delete:
+                params = await self._params(spec, body["metadata"]["namespace"])
+                async with self.runtime.pools.connection(params) as conn:
+                    await self.handler.cleanup(conn, spec, self.name)
+        except Exception as exc:
+            await self._post(body, Event("Warning", "CleanupFailed", f"{exc}; retrying"))
+            await asyncio.sleep(RETRY_MAX)
+            self.runtime.restart(self)
+            return
+        await self.runtime.kube.set_finalizer(self.handler.plural, body, False)
+
+
+class Runtime:
+    def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None) -> None:
+        self.kube = kube
+        self.handlers = {h.plural: h for h in handlers}
+        self.pools = pools or PoolRegistry()
+        self.workers: dict[tuple[str, str, str], Worker] = {}
+        self._table_locks: dict[str, asyncio.Lock] = {}
+
+    def table_lock(self, params: ConnParams, table: str) -> asyncio.Lock:
+        """In-process guard: one run per table at a time (the advisory lock guards across replicas)."""
+        key = f"{params.host}:{params.port}/{params.dbname}/{table}"
+        return self._table_locks.setdefault(key, asyncio.Lock())
+
+    def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (plural, meta["namespace"], meta["name"])
+        worker = self.workers.get(key)
+        if event_type == "DELETED":
+            if worker is not None and worker.task is not None:
+                worker.task.cancel()
+            self.workers.pop(key, None)
+            return
+        if worker is not None and worker.body["metadata"].get("uid") == meta.get("uid"):
+            worker.update(body)
+            if worker.task is not None and worker.task.done() and not meta.get("deletionTimestamp"):
+                self.restart(worker)
+            return
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+        worker = Worker(self, self.handlers[plural], body)
+        self.workers[key] = worker
+        self.restart(worker)
+
+    def restart(self, worker: Worker) -> None:
+        worker.task = asyncio.create_task(worker.run(), name=worker.name)
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pools.close()

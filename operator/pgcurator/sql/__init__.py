@@ -1,0 +1,1 @@
+"""SQL text helpers: quoting and the statement types the planner emits."""
