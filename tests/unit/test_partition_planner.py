@@ -177,7 +177,7 @@ def test_refuses_tables_it_cannot_maintain(obs_kw: dict, reason: str) -> None:  
 
 
 def test_interval_on_integer_column_refused() -> None:
-    with pytest.raises(PlanError, match="range.interval needs a timestamptz"):
+    with pytest.raises(PlanError, match=r"range\.interval needs a timestamptz"):
         plan_range(spec(), table(column_type="bigint"), NOW)
 
 

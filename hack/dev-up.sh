@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 1: set up, then run the operator against the embedded default (local control
+# plane + embedded PostgreSQL 18 + the seed 001 event_logs table + its PartitionPolicy).
+# Stays up until Ctrl-C; pass --exit-after-ready to tear down once the example is Ready.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+exec .venv/bin/pgcurator dev up --workdir .dev "$@"
