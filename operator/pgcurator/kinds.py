@@ -6,13 +6,18 @@ from typing import Any
 
 from .models.common import parse_duration
 from .models.partition import PartitionPolicySpec
+from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
-from .runtime import KindHandler, OnEvent
+from .runtime import KindHandler
 
 
-async def _reconcile_partition(conn: Any, spec: PartitionPolicySpec, resource: str, on_event: OnEvent) -> Outcome:
-    return await reconcile_partition_policy(conn, spec, resource=resource, on_event=on_event)
+async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
+    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event)
+
+
+async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:
+    await cleanup_partition_policy(ctx.conn, spec, ctx.resource)
 
 
 PARTITION_POLICY: KindHandler[PartitionPolicySpec] = KindHandler(
@@ -22,7 +27,7 @@ PARTITION_POLICY: KindHandler[PartitionPolicySpec] = KindHandler(
     reconcile=_reconcile_partition,
     schedule_seconds=lambda spec: parse_duration(spec.schedule.interval),
     table_of=lambda spec: spec.table.qualified,
-    cleanup=cleanup_partition_policy,
+    cleanup=_cleanup_partition,
 )
 
 ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY]

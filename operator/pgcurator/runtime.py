@@ -20,6 +20,7 @@ from .db.pools import PoolRegistry
 from .errors import CuratorError, LockBusy, PlanError, SecretProblem
 from .kube import FINALIZER, Kube
 from .models.common import CommonSpec, DeletionPolicy
+from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Condition, Event, Outcome
 
 log = logging.getLogger("pgcurator")
@@ -29,7 +30,6 @@ RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "60"))
 PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
 
 S = TypeVar("S", bound=CommonSpec)
-OnEvent = Callable[[Event], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,11 @@ class KindHandler(Generic[S]):
     kind: str
     plural: str
     model: type[S]
-    reconcile: Callable[[Any, S, str, OnEvent], Awaitable[Outcome]]
+    reconcile: Callable[[ReconcileContext, S], Awaitable[Outcome]]
     schedule_seconds: Callable[[S], float]
+    # What the in-process lock serialises on (usually schema.table).
     table_of: Callable[[S], str]
-    cleanup: Callable[[Any, S, str], Awaitable[None]] | None = None
+    cleanup: Callable[[ReconcileContext, S], Awaitable[None]] | None = None
 
 
 def format_validation_error(exc: pydantic.ValidationError) -> str:
@@ -151,11 +152,8 @@ class Worker:
             params = await self._params(spec, namespace)
             lock = self.runtime.table_lock(params, self.handler.table_of(spec))
             async with lock, self.runtime.pools.connection(params) as conn:
-
-                async def on_event(ev: Event) -> None:
-                    await self._post(body, ev)
-
-                outcome = await self.handler.reconcile(conn, spec, self.name, on_event)
+                ctx = self._context(conn, body, params)
+                outcome = await self.handler.reconcile(ctx, spec)
             self._failures = 0
         except LockBusy as exc:
             outcome = Outcome.progressing(exc.reason, exc.message, requeue_after=15)
@@ -174,6 +172,24 @@ class Worker:
             )
         await self._publish(body, outcome, generation)
         return outcome.requeue_after if outcome.requeue_after is not None else schedule
+
+    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams) -> ReconcileContext:
+        meta = body["metadata"]
+
+        async def emit(ev: Event) -> None:
+            await self._post(body, ev)
+
+        async def progress(status: dict[str, Any]) -> None:
+            try:
+                await self.runtime.kube.patch_status(self.handler.plural, meta["namespace"], meta["name"], status)
+            except Exception:
+                log.warning("could not write progress of %s", self.name)
+
+        return ReconcileContext(
+            conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
+            params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
+            publish_progress=progress,
+        )
 
     async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
         for ev in outcome.events:
@@ -203,7 +219,7 @@ class Worker:
             if self.handler.cleanup is not None and spec.deletion_policy is DeletionPolicy.Delete:
                 params = await self._params(spec, body["metadata"]["namespace"])
                 async with self.runtime.pools.connection(params) as conn:
-                    await self.handler.cleanup(conn, spec, self.name)
+                    await self.handler.cleanup(self._context(conn, body, params), spec)
         except Exception as exc:
             await self._post(body, Event("Warning", "CleanupFailed", f"{exc}; retrying"))
             await asyncio.sleep(RETRY_MAX)

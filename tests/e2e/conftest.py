@@ -78,12 +78,13 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def wait_for(
     cluster: ControlPlane, namespace: str, name: str, predicate: Callable[[dict[str, Any]], bool],
-    timeout: float = 60, what: str = "condition", operator_log: Path | None = None,
+    timeout: float = 60, what: str = "condition", operator_log: Path | None = None, kind: str = "partitionpolicy",
 ) -> dict[str, Any]:
+    """Poll `kind`/`name` until `predicate(obj)`; on timeout the error shows the status and the operator log."""
     deadline = time.monotonic() + timeout
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        obj = get(cluster, namespace, "partitionpolicy", name)
+        obj = get(cluster, namespace, kind, name)
         if predicate(obj):
             return obj
         time.sleep(0.5)

@@ -15,7 +15,7 @@ import asyncpg
 from ..errors import ConnectionFailed, CuratorError
 from .params import ConnParams
 
-POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "4"))
+POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "8"))
 CONNECT_TIMEOUT = float(os.environ.get("PGCURATOR_CONNECT_TIMEOUT", "10"))
 
 
