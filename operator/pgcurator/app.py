@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -11,6 +13,9 @@ import kopf
 from .kinds import ALL_KINDS
 from .kube import GROUP, VERSION, Kube, load_config
 from .runtime import Runtime
+
+
+API_THREADS = int(os.environ.get("PGCURATOR_API_THREADS", "16"))
 
 
 def build_registry(runtime_box: dict[str, Runtime]) -> kopf.OperatorRegistry:
@@ -28,6 +33,9 @@ def build_registry(runtime_box: dict[str, Runtime]) -> kopf.OperatorRegistry:
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
         load_config()
+        # The official Kubernetes client is synchronous: its calls (Secrets, status, Events) run in
+        # threads, and the default pool of cpu+4 threads throttles hundreds of resources.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
         runtime_box["runtime"] = Runtime(Kube(), ALL_KINDS)
 
     @kopf.on.cleanup(registry=registry)
