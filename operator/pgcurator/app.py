@@ -14,7 +14,6 @@ from .kinds import ALL_KINDS
 from .kube import GROUP, VERSION, Kube, load_config
 from .runtime import Runtime
 
-
 API_THREADS = int(os.environ.get("PGCURATOR_API_THREADS", "16"))
 
 
