@@ -20,7 +20,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .app import main as run_main
 
     namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
-    run_main(namespaces, args.liveness, args.log_format, args.verbose)
+    run_main(namespaces, args.http_address or args.liveness, args.log_format, args.verbose,
+             election_namespace=args.leader_election_namespace)
     return 0
 
 
@@ -51,7 +52,7 @@ async def _plan_one(doc: dict[str, Any], url: str, now: datetime) -> int:
     from .db.params import params_from_url
     from .db.pools import PoolRegistry
     from .models.partition import PartitionPolicySpec
-    from .planner.partition import plan_range
+    from .planner.partition import plan_policy
     from .runtime import format_validation_error
 
     kind = doc.get("kind")
@@ -67,13 +68,15 @@ async def _plan_one(doc: dict[str, Any], url: str, now: datetime) -> int:
     pools = PoolRegistry(max_size=1)
     try:
         async with pools.connection(params_from_url(url)) as conn:
-            obs = await observe_table(conn, spec.table.schema_, spec.table.name, spec.range.column)
-            plan, _ = plan_range(spec, obs, now)
+            obs = await observe_table(conn, spec.table.schema_, spec.table.name, spec.key_column)
+            plan, _ = plan_policy(spec, obs, now)
     finally:
         await pools.close()
     print(f"-- {kind}/{name}: {len(plan.statements())} statements")
     for note in plan.notes:
         print(f"-- note: {note}")
+    for blocked in plan.blocked:
+        print(f"-- blocked: {blocked}")
     for step in plan.steps:
         print(f"-- {step.kind} {step.target}" + ("" if step.transactional else " (outside a transaction)"))
         for sql in step.statements:
@@ -113,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); "
                      "default: all, or WATCH_NAMESPACES (comma-separated)")
+    run.add_argument("--http-address", default=os.environ.get("PGCURATOR_HTTP_ADDRESS"),
+                     help="serve /healthz (liveness), /readyz and /metrics here, e.g. 0.0.0.0:8080")
     run.add_argument("--liveness", default=os.environ.get("PGCURATOR_LIVENESS"),
-                     help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+                     help="older spelling of --http-address, as a URL: http://0.0.0.0:8080/healthz")
+    run.add_argument("--leader-election-namespace",
+                     help="namespace of the leader Lease (default: POD_NAMESPACE, the kubeconfig's, or default)")
     run.add_argument("--log-format", choices=["plain", "json"], default=os.environ.get("PGCURATOR_LOG_FORMAT", "plain"))
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)

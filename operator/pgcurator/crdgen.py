@@ -14,7 +14,9 @@ import yaml
 from pydantic import BaseModel
 
 from .kube import GROUP, VERSION
+from .models.index import INDEX_POLICY_CEL, IndexPolicySpec
 from .models.partition import PARTITION_POLICY_CEL, PartitionPolicySpec
+from .models.tls import DB_TLS_CERT_CEL, DbTlsCertSpec
 
 _DROP_KEYS = {"title", "discriminator"}
 
@@ -43,6 +45,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         return _resolve(target, defs)
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if sorted(o.get("type", "") for o in options) == ["integer", "string"]:
+            # A union of a number and a string is Kubernetes' int-or-string.
+            rest = {k: v for k, v in node.items() if k in ("description", "default")}
+            return {"x-kubernetes-int-or-string": True, **rest}
         if len(options) == 1:
             merged = {k: v for k, v in node.items() if k != "anyOf"}
             inner = _resolve(options[0], defs)
@@ -97,6 +103,43 @@ CRDS: list[CrdInfo] = [
             *PRINTER_COMMON_TAIL,
         ],
         cel=PARTITION_POLICY_CEL,
+    ),
+    CrdInfo(
+        kind="IndexPolicy",
+        plural="indexpolicies",
+        singular="indexpolicy",
+        short_names=["ipol"],
+        spec_model=IndexPolicySpec,
+        description="Declares the indexes a PostgreSQL table must have: built with CREATE INDEX CONCURRENTLY "
+        "(per partition, in parallel, for partitioned tables), INVALID ones rebuilt, drift swapped in without a "
+        "window with no index; reports sizes, scans, unused, duplicate and invalid indexes.",
+        printer_columns=[
+            {"name": "Table", "type": "string", "jsonPath": ".spec.table.name"},
+            {"name": "Declared", "type": "integer", "jsonPath": ".status.declared"},
+            {"name": "Valid", "type": "integer", "jsonPath": ".status.validIndexes"},
+            {"name": "Partitions", "type": "integer", "jsonPath": ".status.partitionCount", "priority": 1},
+            *PRINTER_COMMON_TAIL,
+        ],
+        cel=INDEX_POLICY_CEL,
+    ),
+    CrdInfo(
+        kind="DbTlsCert",
+        plural="dbtlscerts",
+        singular="dbtlscert",
+        short_names=["dbtls"],
+        spec_model=DbTlsCertSpec,
+        description="Makes a PostgreSQL server serve the current certificate of a cert-manager Secret (an owned "
+        "Certificate or a followed Secret): validated before delivery, delivered by a mounted Secret or through "
+        "SQL, applied with pg_reload_conf() (never a restart), and verified over the wire.",
+        printer_columns=[
+            {"name": "Secret", "type": "string", "jsonPath": ".status.secretName"},
+            {"name": "Mode", "type": "string", "jsonPath": ".status.deliveryMode"},
+            {"name": "Serial", "type": "string", "jsonPath": ".status.servedSerial"},
+            {"name": "Not-After", "type": "string", "jsonPath": ".status.notAfter"},
+            {"name": "Serving", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Serving')].status"},
+            *PRINTER_COMMON_TAIL,
+        ],
+        cel=DB_TLS_CERT_CEL,
     ),
 ]
 

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from croniter import croniter
+
 from .models.common import parse_duration
-from .models.partition import PartitionPolicySpec
+from .models.index import IndexPolicySpec
+from .models.partition import PartitionPolicySpec, Schedule
+from .models.tls import DbTlsCertSpec
 from .reconcile.context import ReconcileContext
+from .reconcile.index import reconcile_index_policy
 from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
+from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
 from .runtime import KindHandler
 
 
+def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
+    """Seconds until the next run: the cron expression's next time (UTC) when set, else the interval."""
+    if schedule.cron:
+        now = now or datetime.now(UTC)
+        nxt: datetime = croniter(schedule.cron, now).get_next(datetime)
+        return max(1.0, (nxt - now).total_seconds())
+    return parse_duration(schedule.interval)
+
+
 async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
-    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event)
+    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event,
+                                            progress=ctx.progress)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:
@@ -25,9 +42,29 @@ PARTITION_POLICY: KindHandler[PartitionPolicySpec] = KindHandler(
     plural="partitionpolicies",
     model=PartitionPolicySpec,
     reconcile=_reconcile_partition,
-    schedule_seconds=lambda spec: parse_duration(spec.schedule.interval),
+    schedule_seconds=lambda spec: schedule_seconds(spec.schedule),
     table_of=lambda spec: spec.table.qualified,
     cleanup=_cleanup_partition,
 )
 
-ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY]
+INDEX_POLICY: KindHandler[IndexPolicySpec] = KindHandler(
+    kind="IndexPolicy",
+    plural="indexpolicies",
+    model=IndexPolicySpec,
+    reconcile=reconcile_index_policy,
+    schedule_seconds=lambda spec: parse_duration(spec.schedule.interval),
+    table_of=lambda spec: spec.table.qualified,
+)
+
+DB_TLS_CERT: KindHandler[DbTlsCertSpec] = KindHandler(
+    kind="DbTlsCert",
+    plural="dbtlscerts",
+    model=DbTlsCertSpec,
+    reconcile=reconcile_db_tls_cert,
+    schedule_seconds=lambda spec: parse_duration(spec.check_interval),
+    # one TLS configuration per server: runs for the same server never overlap
+    table_of=lambda spec: "server-tls",
+    cleanup=cleanup_db_tls_cert,
+)
+
+ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY, INDEX_POLICY, DB_TLS_CERT]

@@ -1,4 +1,4 @@
-"""What a partitioned table looks like right now."""
+"""What a partitioned table looks like right now (two levels deep)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 from ..sql.quote import ident, qualified
 
 
-def retention_marker(schema: str, table: str) -> str:
-    """Comment put on a partition before it is detached for a drop, so a crash between the
-    detach and the drop is finished on the next run instead of leaving the table behind."""
-    return f"pgcurator: detached from {schema}.{table} for retention drop"
+def retention_marker(schema: str, table: str, action: str = "drop") -> str:
+    """Comment put on a partition before it is detached for a drop or an archive, so a crash
+    between the detach and what follows is finished on the next run."""
+    verb = "archive" if action == "archive" else "retention drop"
+    return f"pgcurator: detached from {schema}.{table} for {verb}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PartitionInfo:
     schema: str
     name: str
@@ -23,6 +24,20 @@ class PartitionInfo:
     detach_pending: bool = False
     estimated_rows: int = 0
     size_bytes: int = 0
+    relkind: str = "r"
+    strategy: str | None = None  # when this partition is itself partitioned
+    key_columns: list[str] = field(default_factory=list)
+    children: list[PartitionInfo] = field(default_factory=list)
+    reloptions: list[str] = field(default_factory=list)
+    tablespace: str | None = None
+    index_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    generated: bool = False
 
 
 @dataclass
@@ -35,13 +50,22 @@ class TableObservation:
     key_columns: list[str] = field(default_factory=list)
     key_has_expressions: bool = False
     column_types: dict[str, str] = field(default_factory=dict)
+    columns: list[ColumnInfo] = field(default_factory=list)
     partitions: list[PartitionInfo] = field(default_factory=list)
-    # Rows in the DEFAULT partition (exact, capped at DEFAULT_ROW_CAP).
+    # Rows in the DEFAULT partition (exact, capped at DEFAULT_ROW_CAP), with the key's min and max.
     default_rows: int | None = None
+    default_min: Any = None
+    default_max: Any = None
+    # Rows of the DEFAULT partition inside planned ranges: str(lower bound) -> count (filled by the reconciler).
+    default_rows_in: dict[str, int] = field(default_factory=dict)
     # Highest value of an integer partition key, to place integer premake.
     max_key: int | None = None
-    # Tables we detached for a retention drop that did not get dropped (a crash in between).
+    # Tables we detached for a retention drop / archive that a crash left half-way.
     pending_drops: list[str] = field(default_factory=list)
+    pending_archives: list[str] = field(default_factory=list)
+    # Plain tables in the schema named like partitions we would create (e.g. a move in progress).
+    loose_tables: list[str] = field(default_factory=list)
+    tablespaces: set[str] = field(default_factory=set)
 
     @property
     def default_partition(self) -> PartitionInfo | None:
@@ -64,33 +88,69 @@ SELECT c.oid, c.relkind::text,
 """
 
 _COLUMNS_SQL = """
-SELECT a.attname::text, format_type(a.atttypid, NULL)
+SELECT a.attname::text, format_type(a.atttypid, NULL), a.attgenerated <> ''
   FROM pg_attribute a
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
 """
 
 _PARTITIONS_SQL = """
 SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid) AS bound,
        i.inhdetachpending, greatest(c.reltuples, 0)::bigint AS est_rows,
-       pg_total_relation_size(c.oid) AS size
+       pg_total_relation_size(c.oid) AS size, c.relkind::text, pt.partstrat::text AS strategy,
+       coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), '{}') AS key_columns,
+       coalesce(c.reloptions, '{}') AS reloptions, ts.spcname::text AS tablespace,
+       coalesce((SELECT array_agg(ic.relname::text ORDER BY ic.relname) FROM pg_index x
+                   JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), '{}') AS index_names,
+       i.inhparent, c.oid
   FROM pg_inherits i
   JOIN pg_class c ON c.oid = i.inhrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE i.inhparent = $1
+  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+  LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
+ WHERE i.inhparent = $1 OR i.inhparent IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1)
  ORDER BY c.relname
 """
 
-_PENDING_DROPS_SQL = """
+_MARKED_SQL = """
+SELECT c.relname::text, obj_description(c.oid, 'pg_class')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND obj_description(c.oid, 'pg_class') = ANY($2::text[])
+"""
+
+_LOOSE_SQL = """
 SELECT c.relname::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition
-   AND obj_description(c.oid, 'pg_class') = $2
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE $2
 """
 
 
+def _info(r: Any) -> PartitionInfo:
+    bound = r["bound"] or ""
+    return PartitionInfo(
+        schema=r[0],
+        name=r[1],
+        bound_expr=bound,
+        is_default=bound == "DEFAULT",
+        detach_pending=bool(r["inhdetachpending"]),
+        estimated_rows=int(r["est_rows"]),
+        size_bytes=int(r["size"]),
+        relkind=r["relkind"],
+        strategy=r["strategy"],
+        key_columns=list(r["key_columns"]),
+        reloptions=list(r["reloptions"]),
+        tablespace=r["tablespace"],
+        index_names=list(r["index_names"]),
+    )
+
+
 async def observe_table(conn: Any, schema: str, name: str, key_column: str | None = None) -> TableObservation:
-    """Read the table, its partitions and the numbers the planner and status need."""
+    """Read the table, its partitions (two levels) and the numbers the planner and status need."""
     obs = TableObservation(schema=schema, name=name)
+    obs.tablespaces = {r[0] for r in await conn.fetch("SELECT spcname::text FROM pg_tablespace")}
     row = await conn.fetchrow(_TABLE_SQL, schema, name)
     if row is None:
         return obs
@@ -100,33 +160,50 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     obs.key_has_expressions = bool(row["has_exprs"])
     obs.key_columns = list(row["key_columns"])
     oid = row["oid"]
-    obs.column_types = {r[0]: r[1] for r in await conn.fetch(_COLUMNS_SQL, oid)}
+    obs.columns = [ColumnInfo(r[0], r[1], bool(r[2])) for r in await conn.fetch(_COLUMNS_SQL, oid)]
+    obs.column_types = {c.name: c.type for c in obs.columns}
     if obs.relkind != "p":
         return obs
-    for r in await conn.fetch(_PARTITIONS_SQL, oid):
-        bound = r["bound"] or ""
-        obs.partitions.append(
-            PartitionInfo(
-                schema=r[0],
-                name=r[1],
-                bound_expr=bound,
-                is_default=bound == "DEFAULT",
-                detach_pending=bool(r["inhdetachpending"]),
-                estimated_rows=int(r["est_rows"]),
-                size_bytes=int(r["size"]),
-            )
-        )
+    rows = await conn.fetch(_PARTITIONS_SQL, oid)
+    by_oid: dict[int, PartitionInfo] = {}
+    for r in rows:
+        if r["inhparent"] == oid:
+            by_oid[r["oid"]] = _info(r)
+            obs.partitions.append(by_oid[r["oid"]])
+    for r in rows:
+        if r["inhparent"] != oid and r["inhparent"] in by_oid:
+            by_oid[r["inhparent"]].children.append(_info(r))
     default = obs.default_partition
-    if default is not None:
-        obs.default_rows = int(
-            await conn.fetchval(
-                f"SELECT count(*) FROM (SELECT 1 FROM {qualified(default.schema, default.name)} "
-                f"LIMIT {DEFAULT_ROW_CAP}) s"
-            )
-        )
     column = key_column or (obs.key_columns[0] if obs.key_columns else None)
-    if column and obs.column_types.get(column) in ("smallint", "integer", "bigint"):
+    if default is not None:
+        dq = qualified(default.schema, default.name)
+        obs.default_rows = int(
+            await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM {dq} LIMIT {DEFAULT_ROW_CAP}) s")
+        )
+        if obs.default_rows and column:
+            lo, hi = await conn.fetchrow(f"SELECT min({ident(column)}), max({ident(column)}) FROM {dq}")
+            obs.default_min, obs.default_max = lo, hi
+    if column and obs.column_types.get(column) in ("smallint", "integer", "bigint") and obs.strategy == "r":
         # Served by an index on the key when there is one; statement_timeout bounds it otherwise.
         obs.max_key = await conn.fetchval(f"SELECT max({ident(column)}) FROM {qualified(schema, name)}")
-    obs.pending_drops = [r[0] for r in await conn.fetch(_PENDING_DROPS_SQL, schema, retention_marker(schema, name))]
+    markers = [retention_marker(schema, name, "drop"), retention_marker(schema, name, "archive")]
+    for rel, comment in await conn.fetch(_MARKED_SQL, schema, markers):
+        (obs.pending_drops if comment == markers[0] else obs.pending_archives).append(rel)
+    like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_%"
+    obs.loose_tables = [r[0] for r in await conn.fetch(_LOOSE_SQL, schema, like)]
     return obs
+
+
+async def count_default_rows_in(
+    conn: Any, obs: TableObservation, column: str, ranges: list[tuple[str, str, str]]
+) -> dict[str, int]:
+    """Rows of the DEFAULT partition in each [lo, hi) (SQL literals); keyed by the first element."""
+    default = obs.default_partition
+    if default is None or not obs.default_rows or not ranges:
+        return {}
+    col = ident(column)
+    cases = ", ".join(
+        f"count(*) FILTER (WHERE {col} >= {lo} AND {col} < {hi})" for _, lo, hi in ranges
+    )
+    row = await conn.fetchrow(f"SELECT {cases} FROM {qualified(default.schema, default.name)}")
+    return {key: int(row[i]) for i, (key, _, _) in enumerate(ranges) if row[i]}

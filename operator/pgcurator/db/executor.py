@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from .. import metrics
 from ..errors import ConnectionFailed, LockBusy
 from ..models.common import Timeouts, parse_duration
 from ..sql.quote import literal
@@ -102,7 +103,14 @@ async def apply_session_limits(conn: Any, timeouts: Timeouts) -> None:
     )
 
 
-async def _run_step_once(conn: Any, step: Step, results: list[StatementResult]) -> None:
+def _affected(status: str) -> int:
+    """Row count from a command tag such as 'INSERT 0 500' or 'DELETE 12'."""
+    last = status.rsplit(" ", 1)[-1] if status else "0"
+    return int(last) if last.isdigit() else 0
+
+
+async def _run_step_once(conn: Any, step: Step, results: list[StatementResult],
+                         on_round: Callable[[int], Awaitable[None]] | None = None) -> None:
     """Appends one result per statement attempted, including the one that raised."""
 
     async def one(sql: str) -> None:
@@ -115,13 +123,41 @@ async def _run_step_once(conn: Any, step: Step, results: list[StatementResult]) 
             raise
         results.append(StatementResult(sql, "ok", (time.perf_counter() - t0) * 1000))
 
-    if step.transactional:
+    if step.repeat_until_zero:
+        # Each round is its own short transaction (autocommit); stops when a round moves nothing.
+        (sql,) = step.statements
+        while True:
+            t0 = time.perf_counter()
+            try:
+                status = await conn.execute(sql)
+            except BaseException as exc:
+                outcome = "lock_timeout" if isinstance(exc, RETRYABLE) else "error"
+                results.append(StatementResult(sql, outcome, (time.perf_counter() - t0) * 1000, _err(exc)))
+                raise
+            rows = _affected(status)
+            results.append(StatementResult(f"{sql} -- {rows} rows", "ok", (time.perf_counter() - t0) * 1000))
+            if on_round is not None:
+                await on_round(rows)
+            if rows == 0:
+                return
+    elif step.transactional:
         async with conn.transaction():
             for sql in step.statements:
                 await one(sql)
     else:
         for sql in step.statements:
             await one(sql)
+
+
+def _bind(on_rows: Callable[[Step, int], Awaitable[None]] | None,
+          step: Step) -> Callable[[int], Awaitable[None]] | None:
+    if on_rows is None:
+        return None
+
+    async def cb(rows: int) -> None:
+        await on_rows(step, rows)
+
+    return cb
 
 
 def _err(exc: BaseException) -> str:
@@ -132,6 +168,7 @@ def _err(exc: BaseException) -> str:
 
 
 async def _record(conn: Any, resource: str, step: Step, started: datetime, results: list[StatementResult]) -> None:
+    metrics.observe_statements(step.kind, results)  # every attempt, as in the history table
     rows = [
         (resource, step.kind, step.target, r.statement, started, r.duration_ms, r.outcome, r.error, OPERATOR_ID)
         for r in results
@@ -147,6 +184,7 @@ async def run_plan(
     resource: str,
     timeouts: Timeouts,
     on_step: StepCallback | None = None,
+    on_rows: Callable[[Step, int], Awaitable[None]] | None = None,
 ) -> RunResult:
     """Run every step in order. Lock conflicts are retried; a failed step skips the rest of
     its group but not the other steps. Lost connections abort the run."""
@@ -165,7 +203,7 @@ async def run_plan(
             attempt += 1
             stmts: list[StatementResult] = []
             try:
-                await _run_step_once(conn, step, stmts)
+                await _run_step_once(conn, step, stmts, _bind(on_rows, step))
                 sr = StepResult(step, "ok", (time.perf_counter() - t0) * 1000, attempt, statements=stmts)
                 break
             except RETRYABLE as exc:

@@ -7,15 +7,19 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..catalog.partitions import observe_table
+from ..catalog.partitions import TableObservation, count_default_rows_in, observe_table
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..models.partition import PartitionPolicySpec
-from ..planner.partition import RangeLayout, plan_range
-from ..planner.ranges import Bound
+from ..planner.partition import RangeLayout, desired_range_periods, plan_policy
+from ..planner.ranges import Bound, render_bound
+from ..sql.statements import Plan, Step
 from .outcome import Event, Outcome
+from .partition_stats import record_and_summarise
 
 MAX_LISTED_PARTITIONS = 100
 LOCK_RETRY_SECONDS = 15.0
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _fmt(value: Bound, tz: ZoneInfo) -> str | None:
@@ -26,47 +30,58 @@ def _fmt(value: Bound, tz: ZoneInfo) -> str | None:
     return value.astimezone(tz).isoformat()
 
 
-def layout_status(spec: PartitionPolicySpec, layout: RangeLayout, default_rows: int | None,
+def _leaf_count(obs: TableObservation) -> int:
+    return sum(len(p.children) or 1 for p in obs.partitions)
+
+
+def layout_status(spec: PartitionPolicySpec, obs: TableObservation, layout: RangeLayout | None,
                   now: datetime) -> dict[str, Any]:
-    tz = ZoneInfo(spec.range.time_zone)
-    parts = layout.partitions
-    listed = parts[-MAX_LISTED_PARTITIONS:]
-    ahead = 0
-    for p in parts:
-        lower = p.lower
-        if isinstance(lower, datetime) and lower > now:
-            ahead += 1
-    status: dict[str, Any] = {
-        "partitionCount": len(parts),
-        "partitions": [
-            {
-                "name": p.info.name,
-                "from": _fmt(p.lower, tz),
-                "to": _fmt(p.upper, tz),
-                "estimatedRows": p.info.estimated_rows,
-                "sizeBytes": p.info.size_bytes,
-            }
+    status: dict[str, Any] = {"defaultRows": obs.default_rows, "partitionCount": _leaf_count(obs)}
+    if obs.default_rows:
+        status["defaultRowsRange"] = {"min": str(obs.default_min), "max": str(obs.default_max)}
+    if layout is None:  # list / hash
+        listed = [p for p in obs.partitions if not p.is_default][:MAX_LISTED_PARTITIONS]
+        status["partitions"] = [
+            {"name": p.name, "bound": p.bound_expr, "estimatedRows": p.estimated_rows + sum(
+                c.estimated_rows for c in p.children), "sizeBytes": p.size_bytes + sum(c.size_bytes for c in p.children),
+             **({"subpartitions": [c.name for c in p.children]} if p.children else {})}
             for p in listed
+        ]
+        return status
+    tz = ZoneInfo(spec.range.time_zone if spec.range else "UTC")
+    parts = layout.partitions
+    listed_r = parts[-MAX_LISTED_PARTITIONS:]
+    status.update({
+        "partitions": [
+            {"name": p.info.name, "from": _fmt(p.lower, tz), "to": _fmt(p.upper, tz),
+             "estimatedRows": p.info.estimated_rows + sum(c.estimated_rows for c in p.info.children),
+             "sizeBytes": p.info.size_bytes + sum(c.size_bytes for c in p.info.children),
+             **({"subpartitions": len(p.info.children)} if p.info.children else {})}
+            for p in listed_r
         ],
         "coveredUntil": _fmt(layout.covered_until, tz),
         "oldestBound": _fmt(parts[0].lower, tz) if parts else None,
-        "defaultRows": default_rows,
-    }
-    if spec.range.interval is not None:
-        status["partitionsAhead"] = ahead
-    if len(parts) > len(listed):
-        status["partitionsTruncated"] = len(parts) - len(listed)
+        "newestBound": _fmt(parts[-1].upper, tz) if parts else None,
+    })
+    if spec.range is not None and spec.range.interval is not None:
+        status["partitionsAhead"] = sum(1 for p in parts if isinstance(p.lower, datetime) and p.lower > now)
+    if len(parts) > len(listed_r):
+        status["partitionsTruncated"] = len(parts) - len(listed_r)
     if layout.unparsed:
         status["unmanagedPartitions"] = [p.name for p in layout.unparsed]
+    if layout.drift:
+        status["templateDrift"] = layout.drift[:50]
     return status
 
 
 def _step_event(sr: StepResult) -> Event:
-    stmts = "; ".join(s.statement for s in sr.statements) or "; ".join(sr.step.statements)
+    stmts = "; ".join(s.statement for s in sr.statements[:5]) or "; ".join(sr.step.statements)
     if sr.outcome == "ok":
         return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
     if sr.outcome == "lock_timeout":
         return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
+    if sr.outcome == "skipped":
+        return Event("Warning", "DDLSkipped", f"{sr.step.kind} {sr.step.target}: {sr.error}")
     return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}; statements: {stmts}")
 
 
@@ -85,6 +100,25 @@ def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
     }
 
 
+async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> TableObservation:
+    t = spec.table
+    obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
+    r = spec.range
+    if r is not None and obs.default_rows and obs.relkind == "p":
+        ctype = obs.column_types.get(r.column, "")
+        if ctype:
+            tz = ZoneInfo(r.time_zone)
+            try:
+                ranges = []
+                for period in desired_range_periods(r, now, obs.max_key):
+                    lo, hi = render_bound(period.lower, ctype, tz), render_bound(period.upper, ctype, tz)
+                    ranges.append((lo, lo, hi))
+            except ValueError:
+                ranges = []  # wrong column type: the planner says so
+            obs.default_rows_in = await count_default_rows_in(conn, obs, r.column, ranges)
+    return obs
+
+
 async def reconcile_partition_policy(
     conn: Any,
     spec: PartitionPolicySpec,
@@ -92,44 +126,63 @@ async def reconcile_partition_policy(
     resource: str,
     now: datetime | None = None,
     on_event: Callable[[Event], Awaitable[None]] | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Observe, plan, run (unless dryRun/suspend), observe again, and describe the result."""
     now = now or datetime.now(UTC)
     t = spec.table
+    if spec.convert is not None and spec.convert.enabled:
+        from .partition_convert import convert_if_needed
+
+        converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
+        if converting is not None:
+            return converting
     async with TableLock(conn, t.schema_, t.name):
-        obs = await observe_table(conn, t.schema_, t.name, spec.range.column)
-        plan, layout = plan_range(spec, obs, now)
-        status = layout_status(spec, layout, obs.default_rows, now)
+        obs = await _observe(conn, spec, now)
+        plan, layout = plan_policy(spec, obs, now)
+        status = layout_status(spec, obs, layout, now)
         status["plan"] = plan.statements() if (spec.dry_run or spec.suspend) else []
         if plan.notes:
             status["notes"] = plan.notes[:20]
         if spec.dry_run or spec.suspend:
             mode = "dryRun" if spec.dry_run else "suspended"
             if plan.empty:
-                return Outcome.ready("UpToDate", f"{mode}: nothing to change", status)
+                return _blocked_or(plan, Outcome.ready("UpToDate", f"{mode}: nothing to change", status), status)
             reason = "DryRun" if spec.dry_run else "Suspended"
             return Outcome.progressing(
                 reason, f"{mode}: {len(plan.statements())} statements planned and not run (see status.plan)", status
             )
-        if plan.empty:
-            return Outcome.ready("UpToDate", _ready_message(status), status)
-
-        async def step_done(sr: StepResult) -> None:
-            if on_event is not None:
-                await on_event(_step_event(sr))
-
+        run = RunResult()
         started = datetime.now(UTC)
-        run = await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts, on_step=step_done)
-        obs = await observe_table(conn, t.schema_, t.name, spec.range.column)
-        _, layout = plan_range(spec, obs, now)
-        status = layout_status(spec, layout, obs.default_rows, now)
-        status["plan"] = []
-        status["lastRun"] = _run_summary(run, started)
-        if plan.notes:
-            status["notes"] = plan.notes[:20]
+        if not plan.empty:
+
+            async def step_done(sr: StepResult) -> None:
+                if on_event is not None:
+                    await on_event(_step_event(sr))
+
+            moved: dict[str, int] = {}
+
+            async def rows_moved(step: Step, rows: int) -> None:
+                moved[step.target] = moved.get(step.target, 0) + rows
+                if progress is not None:
+                    await progress({"defaultRowsMoved": dict(moved)})
+
+            run = await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts, on_step=step_done,
+                                 on_rows=rows_moved)
+            obs = await _observe(conn, spec, now)
+            _, layout = plan_policy(spec, obs, now)
+            status = layout_status(spec, obs, layout, now)
+            status["plan"] = []
+            status["lastRun"] = _run_summary(run, started)
+            if moved:
+                status["defaultRowsMoved"] = moved
+            if plan.notes:
+                status["notes"] = plan.notes[:20]
+        status["statistics"] = await record_and_summarise(conn, spec, obs, resource)
     if run.failed:
         first = run.failed[0]
-        msg = f"{len(run.failed)} of {len(run.steps)} steps failed; first: {first.step.kind} {first.step.target}: {first.error}"
+        msg = (f"{len(run.failed)} of {len(run.steps)} steps failed; first: {first.step.kind} {first.step.target}: "
+               f"{first.error}")
         return Outcome.degraded("StepFailed", msg, status)
     if run.lock_waits:
         w = run.lock_waits[0]
@@ -140,7 +193,19 @@ async def reconcile_partition_policy(
             status,
             requeue_after=LOCK_RETRY_SECONDS,
         )
-    return Outcome.ready("Applied", f"applied {len(run.applied)} steps; " + _ready_message(status), status)
+    if plan.empty:
+        return _blocked_or(plan, Outcome.ready("UpToDate", _ready_message(status), status), status)
+    return _blocked_or(plan, Outcome.ready("Applied", f"applied {len(run.applied)} steps; " + _ready_message(status),
+                                           status), status)
+
+
+def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome:
+    """Steps the planner would not attempt make the resource Degraded; everything else still ran."""
+    if not plan.blocked:
+        return outcome
+    status["blocked"] = plan.blocked[:20]
+    reason = "DefaultRowsConflict" if any("DEFAULT" in b or "_default" in b for b in plan.blocked) else "Blocked"
+    return Outcome.degraded(reason, "; ".join(plan.blocked[:3]), status)
 
 
 def _ready_message(status: dict[str, Any]) -> str:
@@ -154,20 +219,18 @@ def _ready_message(status: dict[str, Any]) -> str:
 
 _CREATED_SQL = """
 SELECT DISTINCT target FROM pgcurator.history
- WHERE resource = $1 AND step IN ('create_partition', 'create_default') AND outcome = 'ok'
+ WHERE resource = $1 AND step IN ('create_partition', 'create_default', 'create_detached') AND outcome = 'ok'
 """
 
 
 async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resource: str) -> None:
     """deletionPolicy: Delete. Removes the partitions this policy created, but only those
     that are empty: deleting a policy never deletes rows."""
-    from ..db.executor import run_plan
     from ..sql.quote import qualified
-    from ..sql.statements import Plan, Step
 
     t = spec.table
     created = {r[0] for r in await conn.fetch(_CREATED_SQL, resource)}
-    obs = await observe_table(conn, t.schema_, t.name, spec.range.column)
+    obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
     plan = Plan()
     concurrently = obs.default_partition is None
     for p in obs.partitions:

@@ -21,6 +21,9 @@ class Step:
     # Steps sharing a non-empty group depend on each other: after one fails, the rest of
     # its group is skipped (other groups still run).
     group: str = ""
+    # Run the (single) statement again and again, each time in its own transaction, until it
+    # reports zero rows: bounded batches of a data move.
+    repeat_until_zero: bool = False
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Plan:
     # Things the planner saw but will not change, for the status (e.g. a range already
     # covered by a wider legacy partition).
     notes: list[str] = field(default_factory=list)
+    # Changes the planner will not attempt, with the reason (e.g. rows in the DEFAULT partition
+    # inside a range to create): reported as Degraded while every other step still runs.
+    blocked: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
