@@ -143,14 +143,8 @@ def test_template_applied_to_new_partitions_and_drift_reported() -> None:
                                  {"storageParameters": {"fillfactor": "90; DROP TABLE x"}},
                                  {"indexes": [{"name": "x", "columns": ["a"], "where": "1=1; DROP TABLE x"}]}])
 def test_bad_templates_refused(bad: dict[str, Any]) -> None:
-    if "indexes" in bad:
-        obs = table()
-        obs.column_types["a"] = "int"
-        with pytest.raises(Exception, match="statement|one plain|expression|;"):
-            plan_policy(spec(template=bad, range={"premake": 0}), obs, NOW)
-    else:
-        with pytest.raises(pydantic.ValidationError):
-            spec(template=bad)
+    with pytest.raises(pydantic.ValidationError, match="template"):
+        spec(template=bad)
 
 
 def test_default_rows_in_a_new_range_block_that_step_only() -> None:

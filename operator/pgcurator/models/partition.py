@@ -225,6 +225,19 @@ class TemplateIndex(StrictModel):
     where: str | None = Field(default=None, max_length=2000, description="Partial index predicate (one plain "
                               "expression, validated).")
 
+    @field_validator("where")
+    @classmethod
+    def _predicate(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from ..errors import SpecError
+        from ..sql.expressions import validate_predicate
+
+        try:
+            return validate_predicate(v)
+        except SpecError as exc:
+            raise ValueError(exc.message) from None
+
 
 class PartitionTemplate(StrictModel):
     """What every partition the operator creates gets; partitions it did not create are checked and any
