@@ -167,6 +167,13 @@ def _err(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+async def record_history(conn: Any, resource: str, kind: str, target: str, statement: str, started: datetime,
+                         duration_ms: float, outcome: str = "ok", error: str | None = None) -> None:
+    """One history row for work that does not go through run_plan (e.g. conversion batches)."""
+    await conn.execute(HISTORY_INSERT, resource, kind, target, statement, started, duration_ms, outcome, error,
+                       OPERATOR_ID)
+
+
 async def _record(conn: Any, resource: str, step: Step, started: datetime, results: list[StatementResult]) -> None:
     metrics.observe_statements(step.kind, results)  # every attempt, as in the history table
     rows = [

@@ -239,11 +239,18 @@ def parse_list_values(bound_expr: str) -> set[str] | None:
 
 @dataclass(frozen=True)
 class Parent:
-    """The parent at one level; `root` is what new tables are created LIKE."""
+    """The parent at one level; `root` is what new tables are created LIKE. Children are named
+    after `base` (default: the parent's name): a conversion builds its shadow table's children
+    under the names they keep after the swap."""
 
     schema: str
     name: str
     root: str
+    base: str = ""
+
+    @property
+    def naming(self) -> str:
+        return self.base or self.name
 
 
 def _create_table_sql(parent: Parent, name: str, spec: PartitionPolicySpec, partition_by: str | None) -> str:
@@ -405,7 +412,7 @@ def _plan_range_level(
 
     for period in desired_range_periods(r, now, obs.max_key):
         blockers = [p for p in parts if overlaps(p.lower, p.upper, period.lower, period.upper)]
-        name = range_name(parent.name, r, period.lower)
+        name = range_name(parent.naming, r, period.lower)
         if any(p.lower == period.lower and p.upper == period.upper for p in blockers):
             continue
         if blockers:
@@ -534,7 +541,7 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
         for v in parse_list_values(p.bound_expr) or set():
             owner_of_value[v] = p.name
     for lp in spec.list.partitions:
-        name = fit_identifier(parent.name, "_" + lp.name)
+        name = fit_identifier(parent.naming, "_" + lp.name)
         want = {_list_literal(v) for v in lp.values}
         existing = by_name.get(name)
         if existing is not None:
@@ -564,7 +571,7 @@ def _plan_hash_level(spec: PartitionPolicySpec, h: HashSpec, parent: Parent, par
         bound = hash_bound(h.modulus, r)
         if bound in bounds:
             continue
-        name = fit_identifier(parent.name, f"_{r}")
+        name = fit_identifier(parent.naming, f"_{r}")
         if name in {p.name for p in partitions}:
             raise PlanError(f"{name} exists with bounds that are not remainder {r}", reason="NameConflict")
         plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(
