@@ -4,6 +4,7 @@ second tablespace; template storage parameters and indexes."""
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,10 @@ async def test_default_rows_reported_then_moved_without_loss(conn: asyncpg.Conne
     assert batches >= 25000 // 4000
 
 
-async def test_archive_to_second_tablespace(conn: asyncpg.Connection, pg: EmbeddedPostgres,
-                                            tmp_path: Path) -> None:
-    location = tmp_path / "cold"
-    location.mkdir()
-    os.chmod(tmp_path, 0o755)
+async def test_archive_to_second_tablespace(conn: asyncpg.Connection, pg: EmbeddedPostgres) -> None:
+    # Outside pytest's private tmp tree: the server runs as its own user and must reach it.
+    location = Path(tempfile.mkdtemp(prefix="pgcurator-ts-"))
+    os.chmod(location, 0o700)
     if os.geteuid() == 0:
         import pwd
 
