@@ -210,3 +210,42 @@ def test_delete_policy_uses_a_finalizer_and_removes_only_empty_partitions(
     assert len(left) == 1 and left[0] in names  # the partition holding a row stays
     # kubectl delete returned, so the finalizer was removed and the resource is gone.
     assert cluster.kubectl("get", "partitionpolicy", "deletable", "-n", namespace, check=False).returncode != 0
+
+
+def test_convert_shows_progress_and_ends_ready(cluster: ControlPlane, namespace: str, pg: EmbeddedPostgres,
+                                               app_password: str, operator_log: Path) -> None:
+    name = "e2e_" + secrets.token_hex(4)
+    pg.create_database(name, owner=APP_ROLE)
+    url = pg.dsn(name, user=APP_ROLE, password=app_password)
+    sql(url, "CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, created_at timestamptz NOT NULL, "
+             "payload text, PRIMARY KEY (id, created_at)); "
+             "INSERT INTO events (created_at, payload) SELECT timestamptz '2026-06-01' + g * interval '1 minute', "
+             "repeat('x', 200) FROM generate_series(1, 300000) g")
+    put_secret(cluster, namespace, "app-db", url)
+    apply(cluster, namespace, policy("convert", table={"name": "events"},
+                                     range={"column": "created_at", "interval": "1 month", "premake": 2},
+                                     convert={"enabled": True, "batchMemory": "1Mi"}))
+    seen: list[dict[str, Any]] = []
+
+    def progressing(o: dict[str, Any]) -> bool:
+        conv = (o.get("status") or {}).get("conversion") or {}
+        if conv.get("phase") == "copy" and 0 < conv.get("rowsCopied", 0) < conv.get("rowsTotal", 0):
+            seen.append(conv)
+        return bool(seen)
+
+    wait_for(cluster, namespace, "convert", progressing, timeout=120, what="copy progress on the status",
+             operator_log=operator_log)
+    assert "percent" in seen[0] and "rowsPerSecond" in seen[0]
+    wait_for(cluster, namespace, "convert", ready, timeout=180, what="Ready after conversion",
+             operator_log=operator_log)
+    async def check() -> tuple[str, int]:
+        c = await asyncpg.connect(url)
+        try:
+            return (await c.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'events'"),
+                    await c.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await c.close()
+
+    assert asyncio.run(check()) == ("p", 300000)
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "ConversionSwapped" in events and "ConversionStarted" in events

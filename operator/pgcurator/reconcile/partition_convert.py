@@ -304,7 +304,7 @@ async def _advance(conn: Any, spec: PartitionPolicySpec, state: Any, resource: s
 
 
 async def _apply_log(conn: Any, log: str, src: str, dst: str, keys: list[str], types: list[str], col_list: str,
-                     limit: int | None) -> int:
+                     limit: int | None, drained: set[tuple[str, ...]] | None = None) -> int:
     """Re-sync the logged keys: delete them from the shadow and copy their current rows from the original."""
     kl = ", ".join(ident(k) for k in keys)
     lim = f"ORDER BY seq LIMIT {limit}" if limit else ""
@@ -315,6 +315,8 @@ async def _apply_log(conn: Any, log: str, src: str, dst: str, keys: list[str], t
         if not rows:
             return 0
         unique = sorted({tuple(r) for r in rows})
+        if drained is not None:
+            drained.update(unique)
         cols = [[u[i] for u in unique] for i in range(len(keys))]
         await conn.execute(f"DELETE FROM {dst} WHERE ({kl}) IN (SELECT * FROM unnest({arrays}))", *cols)
         await conn.execute(f"INSERT INTO {dst} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM {src} "
@@ -322,9 +324,26 @@ async def _apply_log(conn: Any, log: str, src: str, dst: str, keys: list[str], t
     return len(rows)
 
 
-def _checksum_sql(table: str, keys: list[str]) -> str:
-    text = " || '|' || ".join(f"{ident(k)}::text" for k in keys)
-    return f"SELECT count(*), coalesce(sum(hashtextextended({text}, 0)::numeric), 0) FROM {table}"
+def _checksum_sql(table: str, keys: list[str], where: str = "") -> str:
+    text = " || '|' || ".join(f"t.{ident(k)}::text" for k in keys)
+    return f"SELECT count(*), coalesce(sum(hashtextextended({text}, 0)::numeric), 0) FROM {table} t {where}"
+
+
+async def _preverify(conn: Any, log: str, src: str, dst: str, keys: list[str]) -> tuple[int, str]:
+    """Compare the two tables without blocking anyone: in one snapshot, every row whose key is not
+    waiting in the change log must be identical on both sides (count and key checksum). The keys
+    in the log are re-synced and checked under the swap's lock; no catch-up runs in between, so
+    those two sets together cover the whole table."""
+    unlogged = "WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE {cond})".format(
+        log=log, cond=" AND ".join(f"l.{ident(k)} = t.{ident(k)}" for k in keys))
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        a = await conn.fetchrow(_checksum_sql(src, keys, unlogged))
+        b = await conn.fetchrow(_checksum_sql(dst, keys, unlogged))
+    if tuple(a) != tuple(b):
+        raise CuratorError(
+            f"verification failed before the swap: original has {a[0]} rows (key checksum {a[1]}), the "
+            f"partitioned copy {b[0]} (checksum {b[1]}); nothing was swapped", reason="VerificationFailed")
+    return int(a[0]), str(a[1])
 
 
 async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str, emit: Emit, keys: list[str],
@@ -337,18 +356,28 @@ async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str,
         "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname) AS seq, a.attidentity <> '' AS ident "
         "FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
         "AND pg_get_serial_sequence($1, a.attname) IS NOT NULL", src)
+    base_rows, base_sum = await _preverify(conn, log, src, dst, keys)
+    t0 = time.perf_counter()
     try:
         async with conn.transaction():
             # Writers wait here (readers do not); lock_timeout bounds how long we may make them wait.
             await conn.execute(f"LOCK TABLE {src} IN EXCLUSIVE MODE")
-            while await _apply_log(conn, log, src, dst, keys, types, col_list, None):
+            drained: set[tuple[str, ...]] = set()
+            while await _apply_log(conn, log, src, dst, keys, types, col_list, None, drained):
                 pass
-            a = await conn.fetchrow(_checksum_sql(src, keys))
-            b = await conn.fetchrow(_checksum_sql(dst, keys))
-            if tuple(a) != tuple(b):
-                raise CuratorError(
-                    f"verification failed before the swap: original has {a[0]} rows (key checksum {a[1]}), the "
-                    f"partitioned copy {b[0]} (checksum {b[1]}); nothing was swapped", reason="VerificationFailed")
+            drained_rows = 0
+            if drained:
+                cols = [[d[i] for d in sorted(drained)] for i in range(len(keys))]
+                arrays = ", ".join(f"${i + 1}::text[]::{types[i]}[]" for i in range(len(keys)))
+                only = f"WHERE ({', '.join('t.' + ident(k) for k in keys)}) IN (SELECT * FROM unnest({arrays}))"
+                ra = await conn.fetchrow(_checksum_sql(src, keys, only), *cols)
+                rb = await conn.fetchrow(_checksum_sql(dst, keys, only), *cols)
+                if tuple(ra) != tuple(rb):
+                    raise CuratorError(
+                        f"verification failed at the swap: the {len(drained)} rows written last differ (original "
+                        f"{ra[0]} rows, copy {rb[0]}); nothing was swapped", reason="VerificationFailed")
+                drained_rows = int(ra[0])
+            total_rows = base_rows + drained_rows
             await conn.execute(f"DROP TRIGGER {ident(_trigger_name(t.name))} ON {src}")
             await conn.execute(f"ALTER TABLE {src} RENAME TO {ident(old)}")
             await conn.execute(f"ALTER TABLE {dst} RENAME TO {ident(t.name)}")
@@ -365,21 +394,21 @@ async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str,
             await conn.execute(
                 "UPDATE pgcurator.conversions SET phase = 'swapped', swapped_at = now(), updated_at = now(), "
                 "details = details || $3 WHERE table_schema = $1 AND table_name = $2", t.schema_, t.name,
-                json.dumps({"rows": int(a[0]), "checksum": str(a[1]), "swapMs": round(lock_ms, 1)}))
+                json.dumps({"rows": total_rows, "checksum": base_sum, "swapMs": round(lock_ms, 1)}))
     except asyncpg.LockNotAvailableError:
         return Outcome.progressing("WaitingForLock", f"the swap could not lock {t.qualified} within lockTimeout; "
                                    "retrying", {"conversion": {"phase": "swap"}}, requeue_after=5)
     await record_history(conn, resource, "convert_swap", t.name,
-                         f"verified {a[0]} rows (key checksum {a[1]}); renamed {t.name} -> {old}, "
+                         f"verified {total_rows} rows (count and key checksum); renamed {t.name} -> {old}, "
                          f"{shadow_name(t.name)} -> {t.name}", started, lock_ms)
     if emit:
-        await emit(Event("Normal", "ConversionSwapped", f"{t.qualified} is now partitioned: {a[0]} rows verified "
+        await emit(Event("Normal", "ConversionSwapped", f"{t.qualified} is now partitioned: {total_rows} rows verified "
                                                         f"by count and key checksum; writers waited {lock_ms:.0f} ms; "
                                                         f"original kept as {old}"))
     state = await _state(conn, spec)
     await _finish(conn, spec, state, resource)
-    return Outcome.progressing("Converted", f"converted: {a[0]} rows verified; original kept as {old}",
-                               {"conversion": {"phase": "swapped", "rowsVerified": int(a[0]),
+    return Outcome.progressing("Converted", f"converted: {total_rows} rows verified; original kept as {old}",
+                               {"conversion": {"phase": "swapped", "rowsVerified": total_rows,
                                                "swapMilliseconds": round(lock_ms, 1)}}, requeue_after=0)
 
 
