@@ -17,6 +17,7 @@ from .kube import GROUP, VERSION
 from .models.index import INDEX_POLICY_CEL, IndexPolicySpec
 from .models.partition import PARTITION_POLICY_CEL, PartitionPolicySpec
 from .models.tls import DB_TLS_CERT_CEL, DbTlsCertSpec
+from .models.vector import VECTOR_INDEX_CEL, VectorIndexSpec
 
 _DROP_KEYS = {"title", "discriminator"}
 
@@ -64,6 +65,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 (pydantic) says exclusiveMinimum: 0; OpenAPI v3 (Kubernetes) says
+            # minimum: 0 with exclusiveMinimum: true.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
             continue
         if key == "additionalProperties" and value is False:
             continue  # structural schemas prune unknown fields; pydantic still forbids them
@@ -140,6 +147,26 @@ CRDS: list[CrdInfo] = [
             *PRINTER_COMMON_TAIL,
         ],
         cel=DB_TLS_CERT_CEL,
+    ),
+    CrdInfo(
+        kind="VectorIndex",
+        plural="vectorindexes",
+        singular="vectorindex",
+        short_names=["vidx"],
+        spec_model=VectorIndexSpec,
+        description="Manages one pgvector index (HNSW or IVFFlat): built concurrently within a memory budget with "
+        "progress on the status, rebuilt and swapped in when its parameters change, and checked by measured "
+        "recall@k against exact search, with a recommended ef_search / probes.",
+        printer_columns=[
+            {"name": "Table", "type": "string", "jsonPath": ".spec.table.name"},
+            {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
+            {"name": "Size", "type": "string", "jsonPath": ".status.index.size"},
+            {"name": "Search", "type": "string", "jsonPath": ".status.recommendedSearch"},
+            {"name": "Recall", "type": "string", "jsonPath": ".status.recall.summary", "priority": 1},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.build.phase", "priority": 1},
+            *PRINTER_COMMON_TAIL,
+        ],
+        cel=VECTOR_INDEX_CEL,
     ),
 ]
 

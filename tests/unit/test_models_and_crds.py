@@ -33,6 +33,8 @@ def test_crd_schema_is_structural() -> None:
                 assert bad not in node, f"{bad} at {path}"
             if "properties" in node:
                 assert node.get("type") == "object", path
+            for k in ("exclusiveMinimum", "exclusiveMaximum"):
+                assert isinstance(node.get(k, True), bool), f"{k} must be a boolean in OpenAPI v3 at {path}"
             for k, v in node.items():
                 walk(v, f"{path}.{k}")
         elif isinstance(node, list):
@@ -57,6 +59,10 @@ def test_crd_schema_is_structural() -> None:
         ({"table": {"name": "x" * 64}}, "table.name"),
         ({"table": {"name": "é" * 32}}, "bytes"),
         ({"table": {"name": "bad\x00name"}}, "table.name"),
+        ({"table": {"name": 'ev"ents'}}, "table.name"),
+        ({"table": {"name": "x; DROP TABLE y"}}, "table.name"),
+        ({"table": {"name": "\u202eevil"}}, "refuses"),
+        ({"range": {"column": "a--b", "interval": "1 month"}}, "comment markers"),
         ({"retention": {"keep": 0, "action": "drop"}}, "retention.keep"),
         ({"retention": {"keep": 3}}, "retention.action"),
         ({"database": {"secretName": "Not_A_Name"}}, "database.secretName"),

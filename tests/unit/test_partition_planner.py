@@ -150,12 +150,21 @@ def test_long_table_names_stay_within_63_bytes_and_distinct() -> None:
     assert na.endswith("_p2026_11")
 
 
-def test_identifiers_with_quotes_are_quoted() -> None:
-    s = spec(table={"schema": 'we"ird', "name": 'ev"ents; DROP'})
+def test_unusual_but_allowed_identifiers_are_quoted() -> None:
+    s = spec(table={"schema": "Sales Data", "name": "Événements-2026"})
     obs = table()
-    obs.schema, obs.name = 'we"ird', 'ev"ents; DROP'
+    obs.schema, obs.name = "Sales Data", "Événements-2026"
     plan, _ = plan_range(s, obs, NOW)
-    assert '"we""ird"."ev""ents; DROP"' in plan.steps[0].statements[1]
+    assert '"Sales Data"."Événements-2026"' in plan.steps[0].statements[1]
+
+
+def test_quoting_escapes_quotes_whatever_reaches_it() -> None:
+    from pgcurator.sql.quote import ident, literal
+
+    assert ident('ev"ents; DROP') == '"ev""ents; DROP"'
+    assert literal("it's") == "'it''s'"
+    with pytest.raises(ValueError, match="NUL"):
+        ident("a\x00b")
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name,
        ic.relkind = 'I' AS partitioned,
        ts.spcname::text AS tablespace,
        CASE WHEN ic.relkind = 'I' THEN
-            coalesce((SELECT sum(pg_relation_size(d.oid)) FROM pg_partition_tree(i.indexrelid) d
+            coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_partition_tree(i.indexrelid) d
                        WHERE d.isleaf), 0)
             ELSE pg_relation_size(i.indexrelid) END::bigint AS size,
        CASE WHEN ic.relkind = 'I' THEN
@@ -231,7 +231,8 @@ def shape_index_name(i: int) -> str:
 
 
 _PROGRESS_SQL = """
-SELECT p.pid, p.relid::regclass::text AS table, p.index_relid::regclass::text AS index, p.phase,
+SELECT p.pid, p.relid::regclass::text AS table,
+       CASE WHEN p.index_relid <> 0 THEN p.index_relid::regclass::text END AS index, p.phase,
        p.blocks_total, p.blocks_done, p.tuples_total, p.tuples_done, p.lockers_total, p.lockers_done
   FROM pg_stat_progress_create_index p
  WHERE p.pid = ANY($1::int[])

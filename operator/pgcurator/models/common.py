@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
@@ -15,19 +16,16 @@ MAX_IDENTIFIER_BYTES = 63
 # Kubernetes object names (DNS-1123 subdomain, as Secrets use).
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
-Identifier = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_IDENTIFIER_BYTES,
-        pattern=r"^[^\x00]+$",
-        description="A PostgreSQL identifier, used as written (it is always quoted, so case matters).",
-    ),
-]
+# Every identifier is quoted when it reaches SQL, so quoting alone makes any name safe; these
+# characters are refused anyway, because a table really named like that is far more likely a
+# mistake or an attack than a real schema: control and format characters (e.g. bidi overrides),
+# double quotes, semicolons, backslashes, backticks and SQL comment markers.
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f\"\\;`]+$"
+_FORBIDDEN_SEQUENCES = ("--", "/*", "*/")
 
 
 def check_identifier(value: str) -> str:
-    """Refuse identifiers PostgreSQL would reject or silently truncate."""
+    """Refuse identifiers PostgreSQL would reject or silently truncate, and suspicious ones."""
     if not value:
         raise ValueError("identifier must not be empty")
     if "\x00" in value:
@@ -37,7 +35,25 @@ def check_identifier(value: str) -> str:
             f"identifier {value[:20]!r}... is {len(value.encode('utf-8'))} bytes; PostgreSQL allows at most "
             f"{MAX_IDENTIFIER_BYTES}"
         )
+    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in '"\\;`'})
+    if bad or any(seq in value for seq in _FORBIDDEN_SEQUENCES) or value != value.strip():
+        raise ValueError(
+            f"identifier {value[:30]!r} contains characters pgcurator refuses (control or format characters, "
+            "quotes, semicolons, backslashes, backticks, comment markers, or leading/trailing spaces): rename it"
+        )
     return value
+
+
+Identifier = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_IDENTIFIER_BYTES,
+        pattern=IDENTIFIER_PATTERN,
+        description="A PostgreSQL identifier, used as written (it is always quoted, so case matters).",
+    ),
+    AfterValidator(check_identifier),
+]
 
 
 class StrictModel(BaseModel):
