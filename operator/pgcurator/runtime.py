@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +16,9 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
+from . import metrics
 from .db.params import ConnParams, params_from_secret
-from .db.pools import PoolRegistry
+from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import CuratorError, LockBusy, PlanError, SecretProblem
 from .kube import FINALIZER, Kube
 from .models.common import CommonSpec, DeletionPolicy
@@ -26,7 +28,9 @@ from .reconcile.outcome import Condition, Event, Outcome
 log = logging.getLogger("pgcurator")
 
 RETRY_MIN = float(os.environ.get("PGCURATOR_RETRY_MIN", "2"))
-RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "60"))
+# Transient failures (database or Secret) are retried with backoff up to this: a database that
+# comes back is noticed within this many seconds.
+RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "20"))
 PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
 
 S = TypeVar("S", bound=CommonSpec)
@@ -84,6 +88,7 @@ class Worker:
         self.task: asyncio.Task[None] | None = None
         self._last_warning: tuple[str, str] | None = None
         self._failures = 0
+        self._last_outcome = "unknown"
 
     @property
     def name(self) -> str:
@@ -135,6 +140,12 @@ class Worker:
         return params_from_secret(f"{namespace}/{ref.secret_name}", data, ref, ca_pem)
 
     async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
+        started = time.monotonic()
+        delay = await self._reconcile_outcome(body)
+        metrics.observe_reconcile(self.handler.kind, self._last_outcome, time.monotonic() - started)
+        return delay
+
+    async def _reconcile_outcome(self, body: dict[str, Any]) -> float | None:
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
         namespace = meta["namespace"]
@@ -148,6 +159,7 @@ class Worker:
         await self.runtime.kube.set_finalizer(
             self.handler.plural, body, spec.deletion_policy is DeletionPolicy.Delete
         )
+        params: ConnParams | None = None
         try:
             params = await self._params(spec, namespace)
             lock = self.runtime.table_lock(params, self.handler.table_of(spec))
@@ -163,6 +175,12 @@ class Worker:
             self._failures += 1
             retry = min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)) if exc.transient else schedule
             outcome = Outcome.degraded(exc.reason, exc.message, requeue_after=retry)
+        except CONNECTION_LOST as exc:
+            self._failures += 1
+            err = (describe_connect_error(params, exc) if params is not None else
+                   CuratorError(f"cannot reach the Kubernetes API to read the Secret: {exc}", reason="ApiUnreachable"))
+            outcome = Outcome.degraded(err.reason, err.message,
+                                       requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)))
         except Exception as exc:  # a bug or an unexpected server answer: report it, keep the worker alive
             log.exception("reconcile of %s failed unexpectedly", self.name)
             self._failures += 1
@@ -204,6 +222,8 @@ class Worker:
         status["ready"] = "True" if ready and ready.status else "False"
         status["reason"] = ready.reason if ready else ""
         status["lastReconcileTime"] = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        self._last_outcome = next((c.type.lower() for c in outcome.conditions if c.status), "unknown")
+        metrics.observe_status(self.handler.kind, body["metadata"]["namespace"], body["metadata"]["name"], status)
         try:
             await self.runtime.kube.patch_status(self.handler.plural, body["metadata"]["namespace"],
                                                  body["metadata"]["name"], status)
@@ -229,7 +249,12 @@ class Worker:
 
 
 class Runtime:
-    def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None) -> None:
+    """`active` is False on replicas that are not the leader: they keep every body they are told
+    about but run nothing until `activate()` (leader.py decides)."""
+
+    def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None,
+                 active: bool = True) -> None:
+        self.active = active
         self.kube = kube
         self.handlers = {h.plural: h for h in handlers}
         self.pools = pools or PoolRegistry()
@@ -246,6 +271,7 @@ class Runtime:
         key = (plural, meta["namespace"], meta["name"])
         worker = self.workers.get(key)
         if event_type == "DELETED":
+            metrics.forget_resource(meta["namespace"], meta["name"])
             if worker is not None and worker.task is not None:
                 worker.task.cancel()
             self.workers.pop(key, None)
@@ -262,7 +288,30 @@ class Runtime:
         self.restart(worker)
 
     def restart(self, worker: Worker) -> None:
+        if not self.active:
+            return  # a follower: the leader acts; activate() starts this worker if we take over
         worker.task = asyncio.create_task(worker.run(), name=worker.name)
+
+    def activate(self) -> None:
+        """Became the leader: start a worker for every resource known so far."""
+        self.active = True
+        for worker in list(self.workers.values()):
+            if worker.task is None or worker.task.done():
+                self.restart(worker)
+
+    def deactivate(self) -> None:
+        """Lost the leadership: stop acting at once (the advisory lock guards the remainder)."""
+        self.active = False
+        for worker in self.workers.values():
+            if worker.task is not None:
+                worker.task.cancel()
+                worker.task = None
+
+    def count_by_kind(self) -> dict[str, int]:
+        out = {h.kind: 0 for h in self.handlers.values()}
+        for worker in self.workers.values():
+            out[worker.handler.kind] += 1
+        return out
 
     async def stop(self) -> None:
         tasks = [w.task for w in self.workers.values() if w.task is not None]

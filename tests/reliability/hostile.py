@@ -10,7 +10,7 @@ from typing import Any
 BAD_IDENTIFIERS = [
     'x"; DROP TABLE t; --', "a'b", "semi;colon", "nul\x00byte", "x" * 64, "é" * 32, "", "tab\tname",
     "new\nline", "😀" * 16, 'Robert"); DROP TABLE students;--', "$$", "/*comment*/", "--", "back\\slash",
-    "pg_catalog.pg_class", "a" * 200, "\u202eevil", "x\"y\"z", "DROP TABLE event_logs",
+    "pg_catalog.pg_class", "a" * 200, "\u202eevil", "x\"y\"z", "DROP TABLE event_logs;",
 ]
 
 BAD_PREDICATES = [
@@ -75,7 +75,7 @@ BAD_NUMBERS_VECTOR: list[dict[str, Any]] = [
     {"method": "ivfflat", "hnsw": None, "metric": "l1", "ivfflat": {"lists": 10}},
     {"type": "sparsevec", "method": "ivfflat", "hnsw": None, "ivfflat": {"lists": 10}},
 ] + [
-    {"build": {"memoryBudget": b}} for b in ["1Ti", "-1Gi", "lots", "0", "1Gi; DROP"]
+    {"build": {"memoryBudget": b}} for b in ["1Pi", "99999999Gi", "-1Gi", "lots", "0", "1Gi; DROP"]
 ]
 
 BAD_NUMBERS_INDEX: list[dict[str, Any]] = [

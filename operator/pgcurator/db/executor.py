@@ -110,7 +110,8 @@ def _affected(status: str) -> int:
 
 
 async def _run_step_once(conn: Any, step: Step, results: list[StatementResult],
-                         on_round: Callable[[int], Awaitable[None]] | None = None) -> None:
+                         on_round: Callable[[int], Awaitable[None]] | None = None,
+                         in_tx: Callable[[], Awaitable[None]] | None = None) -> None:
     """Appends one result per statement attempted, including the one that raised."""
 
     async def one(sql: str) -> None:
@@ -144,6 +145,10 @@ async def _run_step_once(conn: Any, step: Step, results: list[StatementResult],
         async with conn.transaction():
             for sql in step.statements:
                 await one(sql)
+            if in_tx is not None:
+                # The history rows commit with the change they describe: a crash can never leave
+                # a change without its row, or a row for a change that was rolled back.
+                await in_tx()
     else:
         for sql in step.statements:
             await one(sql)
@@ -210,7 +215,11 @@ async def run_plan(
             attempt += 1
             stmts: list[StatementResult] = []
             try:
-                await _run_step_once(conn, step, stmts, _bind(on_rows, step))
+                async def in_tx(stmts: list[StatementResult] = stmts, started: datetime = started,
+                                step: Step = step) -> None:
+                    await _record(conn, resource, step, started, stmts)
+
+                await _run_step_once(conn, step, stmts, _bind(on_rows, step), in_tx)
                 sr = StepResult(step, "ok", (time.perf_counter() - t0) * 1000, attempt, statements=stmts)
                 break
             except RETRYABLE as exc:
@@ -237,7 +246,8 @@ async def run_plan(
             sr.statements = [StatementResult(s, sr.outcome, 0.0, sr.error) for s in step.statements]
         if sr.outcome != "ok" and step.group:
             failed_groups.add(step.group)
-        await _record(conn, resource, step, started, sr.statements)
+        if not (sr.outcome == "ok" and step.transactional and not step.repeat_until_zero):
+            await _record(conn, resource, step, started, sr.statements)
         result.steps.append(sr)
         if on_step is not None:
             await on_step(sr)

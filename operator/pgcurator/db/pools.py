@@ -30,6 +30,14 @@ def _ssl_arg(params: ConnParams) -> Any:
     return ctx
 
 
+# Raised mid-run when the server goes away (restart, crash, network): the database is
+# unreachable, not a bug, and the run is retried with backoff.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.PostgresConnectionError, OSError, TimeoutError,
+)
+
+
 def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorError:
     """A message that says which of the usual causes it was, without credentials."""
     where = params.display
@@ -49,7 +57,7 @@ def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorErr
         return ConnectionFailed(f"timed out connecting to {where} after {CONNECT_TIMEOUT:.0f}s")
     if isinstance(exc, OSError):
         return ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}")
-    if isinstance(exc, asyncpg.CannotConnectNowError):
+    if isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)):
         return ConnectionFailed(f"{where} is starting up or shutting down")
     if isinstance(exc, (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
         return ConnectionFailed(f"connection to {where} was lost: {exc}")

@@ -19,9 +19,10 @@ K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # Every identifier is quoted when it reaches SQL, so quoting alone makes any name safe; these
 # characters are refused anyway, because a table really named like that is far more likely a
 # mistake or an attack than a real schema: control and format characters (e.g. bidi overrides),
-# double quotes, semicolons, backslashes, backticks and SQL comment markers.
-IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f\"\\;`]+$"
-_FORBIDDEN_SEQUENCES = ("--", "/*", "*/")
+# quotes, dots (which read as schema qualification), semicolons, backslashes, backticks, SQL
+# comment markers and dollar quotes.
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f\"'.\\;`]+$"
+_FORBIDDEN_SEQUENCES = ("--", "/*", "*/", "$$")
 
 
 def check_identifier(value: str) -> str:
@@ -35,11 +36,12 @@ def check_identifier(value: str) -> str:
             f"identifier {value[:20]!r}... is {len(value.encode('utf-8'))} bytes; PostgreSQL allows at most "
             f"{MAX_IDENTIFIER_BYTES}"
         )
-    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in '"\\;`'})
+    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in '"\'.\\;`'})
     if bad or any(seq in value for seq in _FORBIDDEN_SEQUENCES) or value != value.strip():
         raise ValueError(
             f"identifier {value[:30]!r} contains characters pgcurator refuses (control or format characters, "
-            "quotes, semicolons, backslashes, backticks, comment markers, or leading/trailing spaces): rename it"
+            "quotes, dots, semicolons, backslashes, backticks, comment or dollar-quote markers, or leading/trailing "
+            "spaces): rename it (a schema is given in its own field, never as schema.table)"
         )
     return value
 

@@ -169,11 +169,20 @@ def _parse_one_expression(text: str, what: str) -> ast.Node:
         tokens = scan(text)
     except ParseError as exc:
         raise SpecError(f"{what} {text!r} is not valid SQL: {exc}") from None
+    depth = 0
     for token in tokens:
+        # Parentheses must balance within the fragment itself: `true) OR (1=1` only parses
+        # because of the wrapper around it, which is exactly the trick being refused.
+        piece = text[token.start : token.end + 1]
+        depth += {"(": 1, ")": -1}.get(piece, 0)
+        if depth < 0:
+            raise SpecError(f"{what} {text!r} closes a parenthesis it did not open")
         if token.name in _REFUSED_TOKENS:
             raise SpecError(f"{what} {text!r} contains {_REFUSED_TOKENS[token.name]}, which are not allowed")
         if token.name == "SCONST" and text[token.start : token.end + 1].startswith("$"):
             raise SpecError(f"{what} {text!r} uses dollar quoting; write a plain 'string' instead")
+    if depth != 0:
+        raise SpecError(f"{what} {text!r} leaves a parenthesis open")
     # A newline before the closing parenthesis so nothing in `text` can swallow it.
     wrapped = f"SELECT 1 WHERE (\n{text}\n)"
     try:
