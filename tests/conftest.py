@@ -51,3 +51,14 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from .figures import FIGURES, FULL
+
+    if not FIGURES:
+        return
+    terminalreporter.section("pgcurator reliability figures" + (" (full)" if FULL else " (quick)"))
+    width = max(len(k) for k in FIGURES)
+    for key, value in FIGURES.items():
+        terminalreporter.write_line(f"{key.ljust(width)}  {value}")

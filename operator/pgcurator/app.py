@@ -1,18 +1,25 @@
-"""kopf wiring: watch the custom resources and hand every event to the runtime."""
+"""kopf wiring: watch the custom resources and hand every event to the runtime; leader election
+decides whether the runtime acts; health and metrics are served next to it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
+from . import metrics
+from .health import Health, serve
 from .kinds import ALL_KINDS
 from .kube import GROUP, VERSION, Kube, load_config
+from .leader import ElectionConfig, LeaderElector
 from .runtime import Runtime
+
+log = logging.getLogger("pgcurator")
 
 API_THREADS = int(os.environ.get("PGCURATOR_API_THREADS", "16"))
 
@@ -31,11 +38,9 @@ def build_registry(runtime_box: dict[str, Runtime]) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
-        load_config()
-        # The official Kubernetes client is synchronous: its calls (Secrets, status, Events) run in
-        # threads, and the default pool of cpu+4 threads throttles hundreds of resources.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
-        runtime_box["runtime"] = Runtime(Kube(), ALL_KINDS)
+        # No watching of Namespaces or CRDs (kopf's runtime scanning): the CRDs exist before the
+        # operator starts (chart, kubectl), and least privilege keeps the ClusterRole to our kinds.
+        settings.scanning.disabled = True
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
@@ -43,12 +48,14 @@ def build_registry(runtime_box: dict[str, Runtime]) -> kopf.OperatorRegistry:
         if runtime is not None:
             await runtime.stop()
 
+    kinds = {h.plural: h.kind for h in ALL_KINDS}
     for handler in ALL_KINDS:
         plural = handler.plural
 
         def make(plural: str) -> Any:
             async def on_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
                 runtime = runtime_box.get("runtime")
+                metrics.WATCH_EVENTS.labels(kinds[plural]).inc()
                 if runtime is not None:
                     runtime.observe(plural, event.get("type"), dict(_plain(body)))
 
@@ -67,19 +74,94 @@ def _plain(body: Any) -> Any:
     return body
 
 
-async def run_operator(namespaces: list[str], liveness: str | None) -> None:
-    runtime_box: dict[str, Runtime] = {}
-    registry = build_registry(runtime_box)
-    await kopf.operator(
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        liveness_endpoint=liveness,
-    )
+async def run_operator(namespaces: list[str], http_address: str | None, election: ElectionConfig) -> None:
+    """Runs until SIGTERM/SIGINT."""
+    # The official Kubernetes client is synchronous: its calls (Secrets, status, Events) run in
+    # threads, and the default pool of cpu+4 threads throttles hundreds of resources.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    load_config()
+    kube = Kube()
+    runtime = Runtime(kube, ALL_KINDS, active=False)  # a follower until the Lease is ours
+    metrics.watch_pools(runtime.pools.in_use)
+
+    def count_resources() -> None:
+        for kind, n in runtime.count_by_kind().items():
+            metrics.RESOURCES.labels(kind).set(n)
+
+    metrics.on_scrape(count_resources)
+    health = Health([h.plural for h in ALL_KINDS], namespaces or None)
+
+    def started_leading() -> None:
+        metrics.LEADER.set(1)
+        runtime.activate()
+
+    def stopped_leading() -> None:
+        metrics.LEADER.set(0)
+        runtime.deactivate()
+
+    elector = LeaderElector(election, kube.api, on_started_leading=started_leading,
+                            on_stopped_leading=stopped_leading, on_heartbeat=health.heartbeat)
+    stop_flag = asyncio.Event()
+    handover: list[asyncio.Task[None]] = []
+
+    async def hand_over() -> None:
+        # Stop acting and release the Lease first, so the next leader starts at once rather than
+        # after kopf's own shutdown (which drains every watch stream).
+        runtime.deactivate()
+        await elector.stop()
+        stop_flag.set()
+
+    def on_signal() -> None:
+        if handover:
+            stop_flag.set()  # a second signal: no more waiting
+        else:
+            handover.append(asyncio.create_task(hand_over(), name="leader hand-over"))
+
+    kopf_ready = asyncio.Event()
+
+    async def take_signals() -> None:
+        # kopf installs its SIGTERM/SIGINT handlers while starting; once it is up, ours replace them.
+        await kopf_ready.wait()
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+
+    signals_task = asyncio.create_task(take_signals(), name="signal hand-over")
+
+    runner = await serve(health, http_address) if http_address else None
+    election_task = asyncio.create_task(elector.run(), name="leader election")
+    election_task.add_done_callback(_report_crash)
+    try:
+        await kopf.operator(
+            registry=build_registry({"runtime": runtime}),
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            stop_flag=stop_flag,
+            ready_flag=kopf_ready,
+        )
+    finally:
+        election_task.cancel()
+        signals_task.cancel()
+        await asyncio.gather(election_task, signals_task, return_exceptions=True)
+        await runtime.stop()  # before the Lease goes: the next leader must not overlap with us
+        await elector.stop()
+        if runner is not None:
+            await runner.cleanup()
 
 
-def main(namespaces: list[str], liveness: str | None, log_format: str, verbose: bool) -> None:
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("leader election stopped: %r; this replica will not act (liveness fails)", task.exception())
+
+
+def main(namespaces: list[str], http_address: str | None, log_format: str, verbose: bool,
+         election_namespace: str | None = None) -> None:
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
     logging.getLogger("pgcurator").setLevel(logging.DEBUG if verbose else logging.INFO)
-    asyncio.run(run_operator(namespaces, liveness))
+    try:
+        election = ElectionConfig.from_env(election_namespace)
+    except ValueError as exc:  # bad PGCURATOR_LEASE_* values: say so, no traceback
+        raise SystemExit(f"pgcurator: {exc}") from None
+    asyncio.run(run_operator(namespaces, http_address, election))

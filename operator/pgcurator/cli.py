@@ -28,17 +28,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_crds(args: argparse.Namespace) -> int:
     from .crdgen import render_all, write_all
 
-    out = Path(args.output)
+    # The Helm chart ships the same files: written (and checked) together so they never drift.
+    dirs = [Path(args.output)] + [Path(d) for d in args.also or [] if Path(d).parent.is_dir()]
+    rendered = render_all()
     if args.check:
-        stale = [name for name, text in render_all().items()
-                 if not (out / name).exists() or (out / name).read_text() != text]
-        if stale:
-            print(f"out of date in {out}: {', '.join(stale)}; run `pgcurator crds`", file=sys.stderr)
+        stale = [str(d / name) for d in dirs for name, text in rendered.items()
+                 if not (d / name).exists() or (d / name).read_text() != text]
+        extra = [str(p) for d in dirs[1:] if d.is_dir() for p in sorted(d.glob("*.yaml")) if p.name not in rendered]
+        if stale or extra:
+            print(f"out of date: {', '.join(stale + extra)}; run `pgcurator crds`", file=sys.stderr)
             return 1
         print("CRDs are up to date")
         return 0
-    for path in write_all(out):
-        print(path)
+    for d in dirs:
+        for path in write_all(d):
+            print(path)
+        for p in d.glob("*.yaml") if d != dirs[0] else []:
+            if p.name not in rendered:
+                p.unlink()  # a kind that is gone from the models is gone from the chart too
     return 0
 
 
@@ -129,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="render the CRDs from the models")
     crds.add_argument("-o", "--output", default="crds")
     crds.add_argument("--check", action="store_true", help="fail if the files in --output are out of date")
+    crds.add_argument("--also", action="append", default=["charts/pgcurator/crds"],
+                      help="another directory kept identical (default: the Helm chart's crds/)")
     crds.set_defaults(func=_cmd_crds)
 
     plan = sub.add_parser("plan", help="print the statements a resource would run (no cluster needed)")

@@ -11,11 +11,13 @@ from .models.common import parse_duration
 from .models.index import IndexPolicySpec
 from .models.partition import PartitionPolicySpec, Schedule
 from .models.tls import DbTlsCertSpec
+from .models.vector import VectorIndexSpec
 from .reconcile.context import ReconcileContext
-from .reconcile.index import reconcile_index_policy
+from .reconcile.index import cleanup_index_policy, reconcile_index_policy
 from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
+from .reconcile.vector import cleanup_vector_index, reconcile_vector_index
 from .runtime import KindHandler
 
 
@@ -54,6 +56,7 @@ INDEX_POLICY: KindHandler[IndexPolicySpec] = KindHandler(
     reconcile=reconcile_index_policy,
     schedule_seconds=lambda spec: parse_duration(spec.schedule.interval),
     table_of=lambda spec: spec.table.qualified,
+    cleanup=cleanup_index_policy,
 )
 
 DB_TLS_CERT: KindHandler[DbTlsCertSpec] = KindHandler(
@@ -67,4 +70,15 @@ DB_TLS_CERT: KindHandler[DbTlsCertSpec] = KindHandler(
     cleanup=cleanup_db_tls_cert,
 )
 
-ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY, INDEX_POLICY, DB_TLS_CERT]
+VECTOR_INDEX: KindHandler[VectorIndexSpec] = KindHandler(
+    kind="VectorIndex",
+    plural="vectorindexes",
+    model=VectorIndexSpec,
+    reconcile=reconcile_vector_index,
+    # woken for re-observation and for the next recall measurement, whichever comes first
+    schedule_seconds=lambda spec: min(parse_duration(spec.schedule.interval), parse_duration(spec.recall.interval)),
+    table_of=lambda spec: spec.table.qualified,
+    cleanup=cleanup_vector_index,
+)
+
+ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY, INDEX_POLICY, DB_TLS_CERT, VECTOR_INDEX]

@@ -24,6 +24,12 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+def _as_dict(obj: object) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise TypeError(f"the API returned {type(obj).__name__}, not an object")
+    return obj
+
+
 class Kube:
     def __init__(self) -> None:
         self.api = client.ApiClient()
@@ -39,6 +45,39 @@ class Kube:
                 return None
             raise
         return {str(k): str(v) for k, v in (secret.data or {}).items()}
+
+    async def get_object(self, group: str, version: str, plural: str, name: str,
+                         namespace: str | None = None) -> dict[str, Any] | None:
+        """Any custom object (e.g. a cert-manager Certificate); None when it does not exist.
+        Without a namespace, a cluster-scoped one (e.g. a ClusterIssuer)."""
+        try:
+            obj: object
+            if namespace is None:
+                obj = await asyncio.to_thread(self.custom.get_cluster_custom_object, group, version, plural, name)
+            else:
+                obj = await asyncio.to_thread(
+                    self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _as_dict(obj)
+
+    async def create_object(self, group: str, version: str, plural: str, namespace: str,
+                            body: dict[str, Any]) -> dict[str, Any]:
+        obj = await asyncio.to_thread(
+            self.custom.create_namespaced_custom_object, group, version, namespace, plural, body
+        )
+        return _as_dict(obj)
+
+    async def patch_object(self, group: str, version: str, plural: str, namespace: str, name: str,
+                           patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of a namespaced custom object."""
+        obj = await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object, group, version, namespace, plural, name, patch
+        )
+        return _as_dict(obj)
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

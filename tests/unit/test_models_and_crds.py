@@ -62,7 +62,7 @@ def test_crd_schema_is_structural() -> None:
         ({"table": {"name": 'ev"ents'}}, "table.name"),
         ({"table": {"name": "x; DROP TABLE y"}}, "table.name"),
         ({"table": {"name": "\u202eevil"}}, "refuses"),
-        ({"range": {"column": "a--b", "interval": "1 month"}}, "comment markers"),
+        ({"range": {"column": "a--b", "interval": "1 month"}}, "comment"),
         ({"retention": {"keep": 0, "action": "drop"}}, "retention.keep"),
         ({"retention": {"keep": 3}}, "retention.action"),
         ({"database": {"secretName": "Not_A_Name"}}, "database.secretName"),

@@ -23,6 +23,7 @@ class TlsPrivileges:
     execute_server_program: bool
     read_server_files: bool
     read_binary_file: bool
+    read_all_settings: bool  # ssl_min_protocol_version is hidden from other non-superusers
     reload_conf: bool
     version_num: int
     # ALTER SYSTEM per parameter (PostgreSQL 15+: GRANT ALTER SYSTEM ON PARAMETER).
@@ -40,6 +41,7 @@ _PRIVS_SQL = """
 SELECT r.rolsuper,
        pg_has_role(current_user, 'pg_execute_server_program', 'USAGE') AS exec_program,
        pg_has_role(current_user, 'pg_read_server_files', 'USAGE') AS read_files,
+       pg_has_role(current_user, 'pg_read_all_settings', 'USAGE') AS read_settings,
        has_function_privilege('pg_read_binary_file(text,bigint,bigint,boolean)', 'EXECUTE') AS read_binary,
        has_function_privilege('pg_reload_conf()', 'EXECUTE') AS reload,
        current_setting('server_version_num')::int AS version_num,
@@ -65,6 +67,7 @@ async def observe_privileges(conn: Any) -> TlsPrivileges:
         execute_server_program=bool(row["exec_program"]),
         read_server_files=bool(row["read_files"]),
         read_binary_file=bool(row["read_binary"]),
+        read_all_settings=bool(row["read_settings"]),
         reload_conf=bool(row["reload"]),
         version_num=version,
         alter_system=alter,

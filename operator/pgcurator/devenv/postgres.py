@@ -143,7 +143,8 @@ def _tail(path: Path, lines: int = 30) -> str:
 class _RunAs:
     """Who runs the server binaries: ourselves, or ``pgcurator-pg`` when we are root."""
 
-    def __init__(self) -> None:
+    def __init__(self, bin_dir: Path = BIN_DIR) -> None:
+        self.bin_dir = bin_dir
         self.uid: int | None = None
         self.gid: int | None = None
         self.home = "/"
@@ -195,7 +196,7 @@ class _RunAs:
 
     def env(self) -> dict[str, str]:
         env = {
-            "PATH": f"{BIN_DIR}:/usr/bin:/bin",
+            "PATH": f"{self.bin_dir}:/usr/bin:/bin",
             "LANG": "C",
             "LC_ALL": "C",
             "HOME": self.home,
@@ -259,7 +260,16 @@ class EmbeddedPostgres:
         port: int | None = None,
         superuser: str = "postgres",
         password: str | None = None,
+        *,
+        bin_dir: Path | None = None,
+        major: int = PG_MAJOR,
+        extra_settings: Mapping[str, str | int] | None = None,
     ) -> None:
+        # bin_dir/major/extra_settings let another installation (e.g. Debian's packaged
+        # PostgreSQL, built with OpenSSL) reuse this launcher; the defaults are the wheel's.
+        self.bin_dir = Path(bin_dir) if bin_dir is not None else BIN_DIR
+        self.major = major
+        self.extra_settings: dict[str, str | int] = dict(extra_settings or {})
         self.datadir = Path(datadir).absolute()
         self.superuser = superuser
         self._requested_port = port
@@ -332,8 +342,8 @@ class EmbeddedPostgres:
         if self.running:
             return
         deadline = time.monotonic() + timeout
-        self._runas = runas = _RunAs()
-        if runas.switching:
+        self._runas = runas = _RunAs(self.bin_dir)
+        if runas.switching and self.bin_dir == BIN_DIR:
             _ensure_install_readable()
 
         t0 = time.monotonic()
@@ -361,7 +371,7 @@ class EmbeddedPostgres:
         self.last_start_seconds = time.monotonic() - t1
         log.info(
             "PostgreSQL %s ready on %s:%d (socket dir %s, data %s)",
-            PG_MAJOR,
+            self.major,
             self.host,
             self.port,
             self.socket_dir,
@@ -413,7 +423,7 @@ class EmbeddedPostgres:
         if not self.running:
             raise EmbeddedPostgresError("server is not running")
         cmd = [
-            str(BIN_DIR / "psql"),
+            str(self.bin_dir / "psql"),
             "--no-psqlrc",
             "--quiet",
             "--no-align",
@@ -491,9 +501,9 @@ class EmbeddedPostgres:
 
     def _check_version(self) -> None:
         version = (self.datadir / "PG_VERSION").read_text().strip()
-        if version != str(PG_MAJOR):
+        if version != str(self.major):
             raise EmbeddedPostgresError(
-                f"{self.datadir} holds a PostgreSQL {version} cluster; the embedded server is {PG_MAJOR}"
+                f"{self.datadir} holds a PostgreSQL {version} cluster; this server is {self.major}"
             )
 
     def _prepare_datadir(self) -> None:
@@ -519,7 +529,7 @@ class EmbeddedPostgres:
             self._runas.chown(pwfile)
             self._run(
                 [
-                    str(BIN_DIR / "initdb"),
+                    str(self.bin_dir / "initdb"),
                     "--pgdata",
                     str(self.datadir),
                     "--username",
@@ -545,7 +555,7 @@ class EmbeddedPostgres:
         conf = self.datadir / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write(f"\n# added by pgcurator; settings live in {CONF_FILE}\ninclude '{CONF_FILE}'\n")
-        log.info("initialised PostgreSQL %s cluster in %s", PG_MAJOR, self.datadir)
+        log.info("initialised PostgreSQL %s cluster in %s", self.major, self.datadir)
 
     def _state_path(self) -> Path:
         return self.datadir / STATE_FILE
@@ -630,6 +640,7 @@ class EmbeddedPostgres:
             "log_line_prefix": "%m [%p] %q%u@%d ",
             "log_timezone": "UTC",
             "timezone": "UTC",
+            **self.extra_settings,
         }
         lines = ["# written by pgcurator on every start; edits are overwritten"]
         for key, value in settings.items():
@@ -660,7 +671,7 @@ class EmbeddedPostgres:
             self._runas.chown(self.log_file)
             self.log_file.chmod(0o600)
             proc = self._proc = subprocess.Popen(
-                [str(BIN_DIR / "postgres"), "-D", str(self.datadir)],
+                [str(self.bin_dir / "postgres"), "-D", str(self.datadir)],
                 stdin=subprocess.DEVNULL,
                 stdout=logfh,
                 stderr=subprocess.STDOUT,

@@ -7,13 +7,14 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 
-from .controlplane import REPO_ROOT, ControlPlane
+from .controlplane import REPO_ROOT, ControlPlane, KubectlError
 from .postgres import EmbeddedPostgres
 
 APP_ROLE = "app"
@@ -35,6 +36,13 @@ def start_operator(kubeconfig: Path, log_path: Path, extra_env: dict[str, str] |
         [sys.executable, "-m", "pgcurator.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def say(msg: str) -> None:
@@ -65,6 +73,7 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
     operator: subprocess.Popen[bytes] | None = None
     try:
         cp.start()
+        say(f"control plane up; in another shell: export KUBECONFIG={cp.kubeconfig}")
         cp.apply_crds(REPO_ROOT / "crds")
         say("embedded PostgreSQL 18 ...")
         pg.start()
@@ -74,7 +83,9 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
         pg.psql(f"SET ROLE {APP_ROLE};\n" + (REPO_ROOT / "examples" / "event-logs.sql").read_text(), database=APP_DB)
         cp.kubectl("apply", "-f", "-", input=secret_manifest("app-db", "default", pg.dsn(APP_DB, APP_ROLE, password)))
         say("operator ...")
-        operator = start_operator(cp.kubeconfig, workdir / "operator.log")
+        metrics_port = _free_port()
+        operator = start_operator(cp.kubeconfig, workdir / "operator.log",
+                                  {"PGCURATOR_HTTP_ADDRESS": f"127.0.0.1:{metrics_port}"})
         cp.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "partitionpolicy-event-logs.yaml"))
         if not wait_ready(cp, "event-logs", "default", 120, operator):
             say(f"the example did not become Ready; see {workdir / 'operator.log'}")
@@ -83,7 +94,8 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
         print(cp.kubectl("get", "partitionpolicies", "-o", "wide").stdout, flush=True)
         print(f"export KUBECONFIG={cp.kubeconfig}")
         print(f"# PostgreSQL: psql 'host=127.0.0.1 port={pg.port} dbname={APP_DB} user={APP_ROLE}' (password: Secret default/app-db)")
-        print(f"# operator log: {workdir / 'operator.log'}", flush=True)
+        print(f"# operator log: {workdir / 'operator.log'}; metrics: http://127.0.0.1:{metrics_port}/metrics",
+              flush=True)
         if exit_after_ready:
             return 0
         say("running; Ctrl-C tears everything down")
@@ -97,7 +109,13 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
         signal.signal(signal.SIGTERM, handle)
         while not stop and operator.poll() is None:
             time.sleep(0.5)
+        if operator.poll() is not None:
+            say(f"the operator exited ({operator.returncode}); see {workdir / 'operator.log'}")
+            return 1
         return 0
+    except (RuntimeError, KubectlError, OSError) as exc:  # a clear line, not a traceback
+        say(f"failed: {exc}")
+        return 1
     finally:
         if operator is not None and operator.poll() is None:
             operator.terminate()

@@ -251,8 +251,9 @@ async def _advance(conn: Any, spec: PartitionPolicySpec, state: Any, resource: s
         last = json.loads(state["last_key"]) if isinstance(state["last_key"], str) else state["last_key"]
         batch = int(state["batch_rows"])
         params = ", ".join(f"${i + 1}::text::{types[i]}" for i in range(len(keys)))
-        last_cols = ", ".join(f"(SELECT {ident(k)}::text FROM batch ORDER BY {', '.join(ident(x) + ' DESC' for x in keys)}"
-                              f" LIMIT 1)" for k in keys)
+        # Qualified with the alias: an unqualified ORDER BY name would bind to the text output column.
+        order_desc = ", ".join(f"b.{ident(x)} DESC" for x in keys)
+        last_cols = ", ".join(f"(SELECT b.{ident(k)}::text FROM batch b ORDER BY {order_desc} LIMIT 1)" for k in keys)
         t0, start_copied = time.perf_counter(), copied
         started = datetime.now(UTC)
         while time.monotonic() < deadline:
@@ -381,11 +382,21 @@ async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str,
             await conn.execute(f"DROP TRIGGER {ident(_trigger_name(t.name))} ON {src}")
             await conn.execute(f"ALTER TABLE {src} RENAME TO {ident(old)}")
             await conn.execute(f"ALTER TABLE {dst} RENAME TO {ident(t.name)}")
+            await _carry_index_names(conn, t.schema_, old, t.name)
             for col, seq, is_identity in seqs:
                 if is_identity:
                     last, called = await conn.fetchrow(f"SELECT last_value, is_called FROM {seq}")
-                    await conn.execute("SELECT setval(pg_get_serial_sequence($1, $2), $3, $4)",
-                                       qualified(t.schema_, t.name), col, last, called)
+                    new_seq = await conn.fetchval("SELECT pg_get_serial_sequence($1, $2)",
+                                                  qualified(t.schema_, t.name), col)
+                    await conn.execute("SELECT setval($1::regclass, $2, $3)", new_seq, last, called)
+                    # The copy's identity sequence was named after the shadow table: it takes the
+                    # original's name, and the original's moves aside.
+                    seq_name = await conn.fetchval("SELECT relname::text FROM pg_class WHERE oid = $1::regclass",
+                                                   seq)
+                    await conn.execute(f"ALTER SEQUENCE {seq} RENAME TO "
+                                       f"{ident(fit_identifier(seq_name, '_unpartitioned'))}")
+                    await conn.execute(f"ALTER SEQUENCE {new_seq} RENAME TO {ident(seq_name)}")
+
                 else:
                     # A serial's sequence is owned by the old column: hand it over, or dropping the old
                     # table later would drop the sequence the new table's default uses.
@@ -410,6 +421,28 @@ async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str,
     return Outcome.progressing("Converted", f"converted: {total_rows} rows verified; original kept as {old}",
                                {"conversion": {"phase": "swapped", "rowsVerified": total_rows,
                                                "swapMilliseconds": round(lock_ms, 1)}}, requeue_after=0)
+
+
+async def _index_defs(conn: Any, schema: str, table: str) -> list[tuple[str, tuple[bool, str]]]:
+    rows = await conn.fetch(
+        "SELECT i.relname::text, x.indisunique, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = $1::regclass ORDER BY i.relname",
+        qualified(schema, table))
+    return [(r[0], (bool(r[1]), r[2].split(" USING ", 1)[-1])) for r in rows]
+
+
+async def _carry_index_names(conn: Any, schema: str, original: str, table: str) -> None:
+    """LIKE ... INCLUDING INDEXES names the copy's indexes after the shadow table; give each the
+    name of the original's index with the same definition (the original's move aside first)."""
+    old = await _index_defs(conn, schema, original)
+    for name, _ in old:
+        await conn.execute(f"ALTER INDEX {qualified(schema, name)} RENAME TO "
+                           f"{ident(fit_identifier(name, '_unpartitioned'))}")
+    wanted = {shape: name for name, shape in old}
+    for name, shape in await _index_defs(conn, schema, table):
+        target = wanted.pop(shape, None)
+        if target is not None and target != name:
+            await conn.execute(f"ALTER INDEX {qualified(schema, name)} RENAME TO {ident(target)}")
 
 
 async def _finish(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str) -> None:

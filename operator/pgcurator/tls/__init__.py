@@ -1,0 +1,1 @@
+"""TLS certificates: validation of key pairs and the PostgreSQL SSLRequest handshake."""

@@ -1,0 +1,272 @@
+"""Is a certificate Secret fit to be served? Pure checks, no I/O.
+
+A Secret is delivered to the server only when every rule passes: PostgreSQL keeps the old
+files at a reload when the new ones are bad, but refuses to *start* with them at the next
+restart, so a bad file on disk is a time bomb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+# One PEM block. Only plain base64 bodies: encrypted keys carry "Proc-Type:" headers, and
+# PostgreSQL cannot be given a passphrase here.
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+_BASE64_LINE = re.compile(rb"^[A-Za-z0-9+/=]*$")
+
+CERT_KEY = "tls.crt"
+KEY_KEY = "tls.key"
+CA_KEY = "ca.crt"
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str  # CamelCase, for conditions
+    message: str
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What the status shows about a certificate."""
+
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    serial: str  # upper-case hex
+    not_before: datetime
+    not_after: datetime
+    subject: str
+    issuer: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+
+    def as_status(self) -> dict[str, str]:
+        return {
+            "fingerprint": self.fingerprint,
+            "serial": self.serial,
+            "notBefore": _iso(self.not_before),
+            "notAfter": _iso(self.not_after),
+            "subject": self.subject,
+            "issuer": self.issuer,
+        }
+
+
+@dataclass(frozen=True)
+class Material:
+    """A validated key pair, as normalised PEM text ready to be written to the server."""
+
+    cert_pem: str  # leaf first, then any intermediates, as in tls.crt
+    key_pem: str = field(repr=False)
+    ca_pem: str | None
+    leaf: CertInfo
+
+
+@dataclass(frozen=True)
+class Validation:
+    material: Material | None  # None when any rule failed
+    problems: tuple[Problem, ...]
+    leaf: CertInfo | None = None  # parsed even when other rules failed, for the status
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return "; ".join(p.message for p in self.problems)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def cert_info(cert: x509.Certificate) -> CertInfo:
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    return CertInfo(
+        fingerprint=fingerprint(cert.public_bytes(serialization.Encoding.DER)),
+        serial=format(cert.serial_number, "X"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        dns_names=dns,
+        ip_addresses=ips,
+    )
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, str]]:
+    """(type, normalised PEM text) for each block; raises ValueError on a malformed body."""
+    out = []
+    for m in _PEM_BLOCK.finditer(data):
+        kind = m.group(1).decode()
+        lines = [ln.strip() for ln in m.group(2).splitlines() if ln.strip()]
+        if not lines or not all(_BASE64_LINE.match(ln) for ln in lines):
+            raise ValueError(f"the {kind} block has headers or characters outside base64 (encrypted or damaged)")
+        body = "\n".join(ln.decode() for ln in lines)
+        out.append((kind, f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"))
+    return out
+
+
+def parse_certificates(data: bytes, what: str) -> tuple[list[x509.Certificate], str]:
+    blocks = [(k, t) for k, t in pem_blocks(data) if k == "CERTIFICATE"]
+    if not blocks:
+        raise ValueError(f"{what} holds no PEM CERTIFICATE block")
+    certs = [x509.load_pem_x509_certificate(t.encode()) for _, t in blocks]
+    return certs, "".join(t for _, t in blocks)
+
+
+def parse_private_key(data: bytes) -> tuple[PrivateKeyTypes, str]:
+    blocks = [(k, t) for k, t in pem_blocks(data) if k.endswith("PRIVATE KEY")]
+    if len(blocks) != 1:
+        raise ValueError(f"tls.key must hold exactly one PEM private key block (found {len(blocks)})")
+    kind, text = blocks[0]
+    if kind == "ENCRYPTED PRIVATE KEY":
+        raise ValueError("tls.key is encrypted; PostgreSQL needs an unencrypted key")
+    return serialization.load_pem_private_key(text.encode(), password=None), text
+
+
+def _spki(key: object) -> bytes:
+    public_bytes = key.public_bytes  # type: ignore[attr-defined]
+    return bytes(public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def key_matches(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    return _spki(cert.public_key()) == _spki(key.public_key())
+
+
+def dns_name_covered(name: str, sans: Sequence[str]) -> bool:
+    """RFC 6125: a SAN wildcard covers exactly one left-most label (`*.a.b` covers `x.a.b`, not `a.b`)."""
+    name = name.lower().rstrip(".")
+    for san in sans:
+        san = san.lower().rstrip(".")
+        if san == name:
+            return True
+        if san.startswith("*.") and not name.startswith("*."):
+            head, _, rest = name.partition(".")
+            if head and rest == san[2:]:
+                return True
+        if name.startswith("*.") and san == name:
+            return True
+    return False
+
+
+def uncovered_names(info: CertInfo, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> list[str]:
+    missing = [n for n in dns_names if not dns_name_covered(n, info.dns_names)]
+    have_ips = {ipaddress.ip_address(i) for i in info.ip_addresses}
+    missing += [i for i in ip_addresses if ipaddress.ip_address(i) not in have_ips]
+    return missing
+
+
+def chain_problem(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate]) -> str | None:
+    """None when chain[0] reaches one of `roots` through chain[1:], checking every signature."""
+    pool = list(chain[1:]) + list(roots)
+    current = chain[0]
+    root_ders = {r.public_bytes(serialization.Encoding.DER) for r in roots}
+    for _ in range(len(pool) + 1):
+        if current.public_bytes(serialization.Encoding.DER) in root_ders:
+            return None  # the CA itself (a self-signed certificate whose ca.crt is itself)
+        issuer = None
+        for candidate in pool:
+            if candidate.subject != current.issuer:
+                continue
+            try:
+                current.verify_directly_issued_by(candidate)
+            except (InvalidSignature, ValueError, TypeError):
+                continue
+            issuer = candidate
+            break
+        if issuer is None:
+            return f"no certificate in tls.crt or ca.crt signed {current.subject.rfc4514_string()!r}"
+        if issuer.public_bytes(serialization.Encoding.DER) in root_ders:
+            return None
+        if issuer is current:
+            break
+        current = issuer
+    return "the chain in tls.crt does not lead to a certificate in ca.crt"
+
+
+def validate_secret(
+    data: Mapping[str, bytes],
+    *,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
+    now: datetime | None = None,
+) -> Validation:
+    """Every rule a key pair must pass before it reaches the server.
+
+    `data` holds the Secret's decoded values (bytes), keyed tls.crt / tls.key / ca.crt.
+    """
+    now = now or datetime.now(UTC)
+    problems: list[Problem] = []
+    cert_data, key_data = data.get(CERT_KEY) or b"", data.get(KEY_KEY) or b""
+    missing = [k for k, v in ((CERT_KEY, cert_data), (KEY_KEY, key_data)) if not v.strip()]
+    if missing:
+        return Validation(None, (Problem("SecretIncomplete", f"the Secret has no {' and no '.join(missing)}"),))
+
+    try:
+        chain, cert_pem = parse_certificates(cert_data, CERT_KEY)
+    except ValueError as exc:
+        return Validation(None, (Problem("CertificateUnreadable", f"tls.crt does not parse: {exc}"),))
+    leaf = cert_info(chain[0])
+
+    key_pem = ""
+    try:
+        key, key_pem = parse_private_key(key_data)
+        if not key_matches(chain[0], key):
+            problems.append(Problem("KeyMismatch", "tls.key is not the private key of the certificate in tls.crt"))
+    except (ValueError, TypeError) as exc:
+        problems.append(Problem("KeyUnreadable", f"tls.key does not parse: {exc}"))
+
+    if now < leaf.not_before:
+        problems.append(Problem("NotYetValid", f"the certificate is not valid before {_iso(leaf.not_before)}"))
+    if now >= leaf.not_after:
+        problems.append(Problem("Expired", f"the certificate expired at {_iso(leaf.not_after)}"))
+
+    uncovered = uncovered_names(leaf, dns_names, ip_addresses)
+    if uncovered:
+        have = ", ".join([*leaf.dns_names, *leaf.ip_addresses]) or "none"
+        problems.append(Problem("NamesNotCovered",
+                                f"the certificate does not cover {', '.join(uncovered)} (its names: {have})"))
+
+    ca_pem: str | None = None
+    ca_data = data.get(CA_KEY) or b""
+    if ca_data.strip():
+        try:
+            roots, ca_pem = parse_certificates(ca_data, CA_KEY)
+            problem = chain_problem(chain, roots)
+            if problem is not None:
+                problems.append(Problem("UntrustedChain", f"tls.crt does not chain to ca.crt: {problem}"))
+        except ValueError as exc:
+            problems.append(Problem("CaUnreadable", f"ca.crt does not parse: {exc}"))
+
+    if problems:
+        return Validation(None, tuple(problems), leaf)
+    return Validation(Material(cert_pem, key_pem, ca_pem, leaf), (), leaf)
+
+
+def leaf_of_pem(data: bytes) -> CertInfo:
+    """The first certificate of a PEM file (e.g. the file on the server), parsed."""
+    chain, _ = parse_certificates(data, "the file")
+    return cert_info(chain[0])
+
+
+def info_of_der(der: bytes) -> CertInfo:
+    return cert_info(x509.load_der_x509_certificate(der))
