@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +40,17 @@ def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operator_process(cluster: ControlPlane, pg: EmbeddedPostgres, operator_log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_operator(cluster.kubeconfig, operator_log, OPERATOR_ENV)
+def operator_http(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the session operator serves /healthz, /readyz and /metrics."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session")
+def operator_process(cluster: ControlPlane, pg: EmbeddedPostgres, operator_log: Path,
+                     operator_http: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_operator(cluster.kubeconfig, operator_log, {**OPERATOR_ENV, "PGCURATOR_HTTP_ADDRESS": operator_http})
     yield proc
     proc.terminate()
     try:

@@ -43,6 +43,7 @@ from pgcurator.devenv.postgres import EmbeddedPostgres
 
 from ..chart import find, render
 from ..conftest import APP_ROLE, REPO
+from ..figures import record
 from ..integration.scenarios import EVENT_LOGS
 from .conftest import OPERATOR_ENV, apply, condition, get, put_secret
 
@@ -397,6 +398,7 @@ def test_one_leader_and_failover(
         leader.stop(signal.SIGKILL)
         took = wait_until(follower.is_leader, 20, "takeover after SIGKILL", follower.log, interval=0.05)
         print(f"\n[failover] follower took over {took:.2f}s after the leader was killed (lease 4s)")
+        record("failover after SIGKILL of the leader", f"{took:.2f} s (test lease 4 s; production 30 s)")
         assert took < 4 + 3, took
         apply(ship_cluster, app_ns, policy("ha", range={"column": "server_timestamp", "interval": "1 month",
                                                         "premake": 5}))
@@ -437,6 +439,7 @@ def test_liveness_fails_when_the_watch_stops(ship_cluster: ControlPlane, install
             status, body = http_get(op.url + "/healthz")
             assert status == 503 and "leader-Lease watch" in body, body
             print(f"\n[liveness] failing {took:.1f}s after the API server froze (limit 6s)")
+            record("watch stall (API server SIGSTOP): liveness fails after", f"{took:.1f} s (limit 6 s in the test)")
             assert 5 < took < 12, took
             # It stopped acting too: it could not renew the Lease within the renew deadline.
             assert not op.is_leader()

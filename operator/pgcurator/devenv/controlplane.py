@@ -425,6 +425,7 @@ class ControlPlane:
                 if not os.access(bin_dir / binary, os.X_OK):
                     raise RuntimeError(f"{bin_dir / binary} is missing or not executable")
             self._kubectl = find_kubectl()
+            self._bin_dir = bin_dir
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._pki.generate()
             if not self._atexit_registered:
@@ -513,8 +514,19 @@ class ControlPlane:
                 raise self._etcd.failure("did not become healthy in time")
             time.sleep(0.1)
 
-    def _start_apiserver(self, bin_dir: Path, deadline: float) -> None:
-        port = _free_port()
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60) -> None:
+        """Stop the API server (etcd keeps every object), stay down `down_seconds`, then start it
+        again on the same address: an API server outage, for reliability tests."""
+        with self._lock:
+            if self._apiserver is None or self._bin_dir is None:
+                raise RuntimeError("control plane not started")
+            port = int(self.server.rsplit(":", 1)[1])
+            self._apiserver.stop()
+            time.sleep(down_seconds)
+            self._start_apiserver(self._bin_dir, time.monotonic() + timeout, port)
+
+    def _start_apiserver(self, bin_dir: Path, deadline: float, port: int | None = None) -> None:
+        port = port or _free_port()
         server = f"https://127.0.0.1:{port}"
         cert_dir = self.workdir / "apiserver-certs"
         cert_dir.mkdir(parents=True, exist_ok=True)
