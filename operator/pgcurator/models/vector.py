@@ -17,6 +17,9 @@ _QUANTITY_UNITS = {
 }
 
 
+MAX_BUDGET = 2**40
+
+
 def parse_quantity(text: str) -> int:
     """A Kubernetes memory quantity (`1Gi`, `512Mi`, `2G`, `1048576`) in bytes."""
     m = re.fullmatch(QUANTITY_PATTERN, text.strip())
@@ -118,6 +121,9 @@ class BuildSettingsSpec(StrictModel):
     def _min_budget(cls, v: str) -> str:
         if parse_quantity(v) < 2**20:
             raise ValueError("memoryBudget must be at least 1Mi (PostgreSQL's minimum maintenance_work_mem)")
+        if parse_quantity(v) > MAX_BUDGET:
+            # maintenance_work_mem itself stops at 2 TB; a budget past 1Ti is a typo, not a plan.
+            raise ValueError("memoryBudget must be at most 1Ti")
         return v
 
     @property
