@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,26 +64,14 @@ async def _plan(conn: Any, spec: IndexPolicySpec, obs: IndexObservation) -> Inde
 # --- running ------------------------------------------------------------------------------------
 
 
-class BuildRun:
-    """Outcome of one plan: the step results of each phase and one row per build job."""
+@dataclass
+class BuildRun(RunResult):
+    """Outcome of one plan: the step results of each phase (failed/lock_waits/applied come from
+    RunResult) and one row per build job."""
 
-    def __init__(self) -> None:
-        self.steps: list[StepResult] = []
-        self.rows: list[dict[str, Any]] = []
-        self.failed_indexes: set[str] = set()
-        self.started = datetime.now(UTC)
-
-    @property
-    def failed(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == "error"]
-
-    @property
-    def lock_waits(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == "lock_timeout"]
-
-    @property
-    def applied(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == "ok"]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed_indexes: set[str] = field(default_factory=set)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 async def execute(ctx: ReconcileContext, spec: IndexPolicySpec, plan: IndexPlan) -> BuildRun:
