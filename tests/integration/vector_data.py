@@ -9,13 +9,22 @@ from typing import Any
 import asyncpg
 
 
-def clustered(n: int, dims: int, clusters: int = 20, spread: float = 0.15, seed: int = 7) -> list[list[float]]:
+def clustered(n: int, dims: int, clusters: int = 20, spread: float = 0.6, seed: int = 7,
+              intrinsic: int = 4) -> list[list[float]]:
+    """Clusters whose points vary mostly along a few directions (a low intrinsic dimension, as real
+    embeddings do), so that nearest neighbours are well defined, plus a little isotropic noise."""
     rng = random.Random(seed)
-    centers = [[rng.gauss(0, 1) for _ in range(dims)] for _ in range(clusters)]
+    # centers close enough that the clusters touch: an HNSW graph over well-separated islands can
+    # be disconnected for small m, which is a property of the data, not of the build
+    centers = [[rng.gauss(0, 0.15) for _ in range(dims)] for _ in range(clusters)]
+    axes = [[[rng.gauss(0, 1) / math.sqrt(dims) for _ in range(dims)] for _ in range(intrinsic)]
+            for _ in range(clusters)]
     out = []
     for i in range(n):
-        c = centers[i % clusters]
-        out.append([round(x + rng.gauss(0, spread), 5) for x in c])
+        c, basis = centers[i % clusters], axes[i % clusters]
+        coef = [rng.gauss(0, spread) for _ in range(intrinsic)]
+        out.append([round(c[d] + sum(coef[j] * basis[j][d] for j in range(intrinsic)) + rng.gauss(0, 0.01), 5)
+                    for d in range(dims)])
     return out
 
 

@@ -46,70 +46,84 @@ def _conditions(spec: VectorIndexSpec, extra: str | None) -> str:
     return cond
 
 
-async def sample_queries(conn: Any, spec: VectorIndexSpec, rows: int) -> list[str]:
-    """Query vectors drawn from the table's own rows (text form, sent back as parameters)."""
+async def sample_queries(conn: Any, spec: VectorIndexSpec, rows: int) -> tuple[list[str], list[Any]]:
+    """Query vectors drawn from the table's own rows (text form, sent back as parameters), with the
+    row's ctid so that the row itself is left out of both answers (it is always its own nearest
+    neighbour and would inflate recall by up to 1/k)."""
     t = spec.table
     n = spec.recall.queries
     tbl, col, cond = qualified(t.schema_, t.name), ident(spec.column), _conditions(spec, None)
-    out: list[str] = []
+    recs: list[Any] = []
     if rows > 50 * n:
         pct = min(100.0, 100.0 * 4 * n / max(rows, 1))
-        recs = await conn.fetch(f"SELECT {col}::text AS v FROM {tbl} TABLESAMPLE BERNOULLI ({pct:.6f}) "
+        recs = await conn.fetch(f"SELECT ctid, {col}::text AS v FROM {tbl} TABLESAMPLE BERNOULLI ({pct:.6f}) "
                                 f"WHERE {cond} LIMIT {int(n)}")
-        out = [r["v"] for r in recs]
-    if len(out) < n:
-        recs = await conn.fetch(f"SELECT {col}::text AS v FROM {tbl} WHERE {cond} ORDER BY random() LIMIT {int(n)}")
-        out = [r["v"] for r in recs]
-    return out
+    if len(recs) < n:
+        recs = await conn.fetch(f"SELECT ctid, {col}::text AS v FROM {tbl} WHERE {cond} ORDER BY random() "
+                                f"LIMIT {int(n)}")
+    return [r["v"] for r in recs], [r["ctid"] for r in recs]
 
 
 def knn_sql(spec: VectorIndexSpec, extra_filter: str | None = None) -> str:
+    """k+1 nearest: one more than k, in case the query's own row is among them (then left out)."""
     t = spec.table
     op = OPERATORS[spec.metric.value]
     typ = f"{spec.type.value}({int(spec.dimensions)})"
     return (f"SELECT ctid FROM {qualified(t.schema_, t.name)} WHERE {_conditions(spec, extra_filter)} "
-            f"ORDER BY {ident(spec.column)} {op} $1::text::{typ} LIMIT {int(spec.recall.k)}")
+            f"ORDER BY {ident(spec.column)} {op} $1::text::{typ} LIMIT {int(spec.recall.k) + 1}")
+
+
+def _top_k(ctids: list[Any], k: int, exclude: Any = None) -> list[Any]:
+    return [c for c in ctids if exclude is None or c != exclude][:k]
 
 
 async def exact_neighbours(conn: Any, spec: VectorIndexSpec, queries: list[str],
-                           extra_filter: str | None = None) -> list[list[Any]]:
-    """Ground truth: the same query with every index path disabled (a sequential scan + sort)."""
+                           extra_filter: str | None = None, exclude: list[Any] | None = None) -> list[list[Any]]:
+    """Ground truth: the same query with every index path disabled (a sequential scan + sort).
+    `exclude[i]` (a ctid) is left out of query i's answer."""
     sql = knn_sql(spec, extra_filter)
+    k = spec.recall.k
+    out = []
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; "
                            "SET LOCAL enable_indexonlyscan = off")
-        return [[r["ctid"] for r in await conn.fetch(sql, q)] for q in queries]
+        for i, q in enumerate(queries):
+            recs = await conn.fetch(sql, q)
+            out.append(_top_k([r["ctid"] for r in recs], k, exclude[i] if exclude else None))
+    return out
 
 
 async def index_neighbours(conn: Any, spec: VectorIndexSpec, index_name: str, queries: list[str], value: int,
-                           extra_filter: str | None = None, iterative: str | None = None
-                           ) -> tuple[list[list[Any]], list[float], bool]:
+                           extra_filter: str | None = None, iterative: str | None = None,
+                           exclude: list[Any] | None = None) -> tuple[list[list[Any]], list[float], bool]:
     """The queries through the index at one search value: results, latencies (ms), and whether the
     plan used the index."""
     sql = knn_sql(spec, extra_filter)
     param = search_parameter(spec.method.value)
     prefix = "hnsw" if spec.method.value == "hnsw" else "ivfflat"
+    k = spec.recall.k
     async with conn.transaction():
         await conn.execute(f"SET LOCAL {param} = {int(value)}; SET LOCAL enable_seqscan = off")
         await conn.execute(f"SET LOCAL {prefix}.iterative_scan = {literal(iterative or 'off')}")
         plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, queries[0])
         used = f'"{index_name}"' in (plan if isinstance(plan, str) else json.dumps(plan))
         results, latencies = [], []
-        for q in queries:
+        for i, q in enumerate(queries):
             t0 = time.perf_counter()
             recs = await conn.fetch(sql, q)
             latencies.append((time.perf_counter() - t0) * 1000)
-            results.append([r["ctid"] for r in recs])
+            results.append(_top_k([r["ctid"] for r in recs], k, exclude[i] if exclude else None))
     return results, latencies, used
 
 
 async def _sweep(conn: Any, spec: VectorIndexSpec, index_name: str, queries: list[str], values: list[int],
-                 exact: list[list[Any]], extra_filter: str | None = None,
-                 iterative: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+                 exact: list[list[Any]], extra_filter: str | None = None, iterative: str | None = None,
+                 exclude: list[Any] | None = None) -> tuple[list[dict[str, Any]], bool]:
     rows: list[dict[str, Any]] = []
     used_all = True
     for v in values:
-        approx, lat, used = await index_neighbours(conn, spec, index_name, queries, v, extra_filter, iterative)
+        approx, lat, used = await index_neighbours(conn, spec, index_name, queries, v, extra_filter, iterative,
+                                                   exclude)
         used_all = used_all and used
         row: dict[str, Any] = {"value": v, "recall": round(recall_at_k(exact, approx, spec.recall.k), 4),
                                "p50Ms": round(percentile(lat, 50), 3), "p95Ms": round(percentile(lat, 95), 3)}
@@ -125,17 +139,17 @@ async def measure_recall(ctx: ReconcileContext, spec: VectorIndexSpec, index_nam
     conn = ctx.conn
     param = search_parameter(spec.method.value)
     values = search_values(spec.method.value, r.search_values, lists)
-    queries = await sample_queries(conn, spec, rows)
+    queries, own = await sample_queries(conn, spec, rows)
     out: dict[str, Any] = {"k": r.k, "queries": len(queries), "targetRecall": r.target_recall, "parameter": param,
-                           "measuredAt": datetime.now(UTC).isoformat()}
+                           "measuredAt": datetime.now(UTC).isoformat(), "excludesQueryRow": True}
     events: list[Event] = []
     if not queries:
         out.update(results=[], met=False, recommended=None, summary="no rows to sample queries from")
         out["_events"] = events
         return out
     t0 = time.perf_counter()
-    exact = await exact_neighbours(conn, spec, queries)
-    results, used = await _sweep(conn, spec, index_name, queries, values, exact)
+    exact = await exact_neighbours(conn, spec, queries, exclude=own)
+    results, used = await _sweep(conn, spec, index_name, queries, values, exact, exclude=own)
     out["results"] = results
     out["indexUsed"] = used
     best = recommend([(x["value"], x["recall"]) for x in results], r.target_recall)
@@ -155,10 +169,10 @@ async def measure_recall(ctx: ReconcileContext, spec: VectorIndexSpec, index_nam
                             f"the planner did not use {index_name} for the k-NN query even with sequential scans "
                             "disabled; the figures describe another plan"))
     if r.sample_filter:
-        exact_f = await exact_neighbours(conn, spec, queries, r.sample_filter)
+        exact_f = await exact_neighbours(conn, spec, queries, r.sample_filter, exclude=own)
         filtered: list[dict[str, Any]] = []
         for mode in ("off", "relaxed_order"):
-            rows_f, _ = await _sweep(conn, spec, index_name, queries, values, exact_f, r.sample_filter, mode)
+            rows_f, _ = await _sweep(conn, spec, index_name, queries, values, exact_f, r.sample_filter, mode, own)
             filtered.extend(rows_f)
         out["filtered"] = {"filter": r.sample_filter, "results": filtered,
                            "iterativeScanParameter": ("hnsw" if spec.method.value == "hnsw" else "ivfflat")
