@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import psutil
 import yaml
 
 from pgcurator.devenv.controlplane import REPO_ROOT, ControlPlane
+from pgcurator.devenv.ports import free_port
 from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.devenv.up import secret_manifest
 
@@ -48,12 +48,6 @@ CREATE TABLE {name} (
     payload jsonb, server_timestamp timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, server_timestamp)
 ) PARTITION BY RANGE (server_timestamp);
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render_chart(tmp: Path) -> list[dict[str, Any]]:

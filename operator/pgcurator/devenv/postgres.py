@@ -42,6 +42,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
+from .ports import free_port
+
 __all__ = [
     "PG_MAJOR",
     "PG_SYSTEM_USER",
@@ -97,13 +99,6 @@ def _quote_ident(name: str) -> str:
 
 def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _port_is_free(port: int) -> bool:
@@ -608,7 +603,7 @@ class EmbeddedPostgres:
         if self._requested_port is not None:
             self._port = self._requested_port
         elif self._port is None or not _port_is_free(self._port):
-            self._port = _free_port()
+            self._port = free_port()
 
     def _choose_socket_dir(self) -> None:
         assert self._runas is not None

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from .controlplane import REPO_ROOT, ControlPlane, KubectlError
+from .ports import free_port
 from .postgres import EmbeddedPostgres
 
 APP_ROLE = "app"
@@ -36,13 +36,6 @@ def start_operator(kubeconfig: Path, log_path: Path, extra_env: dict[str, str] |
         [sys.executable, "-m", "pgcurator.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def say(msg: str) -> None:
@@ -83,7 +76,7 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
         pg.psql(f"SET ROLE {APP_ROLE};\n" + (REPO_ROOT / "examples" / "event-logs.sql").read_text(), database=APP_DB)
         cp.kubectl("apply", "-f", "-", input=secret_manifest("app-db", "default", pg.dsn(APP_DB, APP_ROLE, password)))
         say("operator ...")
-        metrics_port = _free_port()
+        metrics_port = free_port()
         operator = start_operator(cp.kubeconfig, workdir / "operator.log",
                                   {"PGCURATOR_HTTP_ADDRESS": f"127.0.0.1:{metrics_port}"})
         cp.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "partitionpolicy-event-logs.yaml"))
