@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 import pydantic
 
 from . import metrics
@@ -181,6 +182,14 @@ class Worker:
                    CuratorError(f"cannot reach the Kubernetes API to read the Secret: {exc}", reason="ApiUnreachable"))
             outcome = Outcome.degraded(err.reason, err.message,
                                        requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)))
+        except asyncpg.InsufficientPrivilegeError as exc:
+            # a GRANT fixes it: said plainly, retried with backoff, no traceback
+            self._failures += 1
+            who = f"role {params.user}" if params is not None else "the operator's role"
+            outcome = Outcome.degraded(
+                "InsufficientPrivilege", f"{who} lacks a privilege: {exc}",
+                requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)),
+            )
         except Exception as exc:  # a bug or an unexpected server answer: report it, keep the worker alive
             log.exception("reconcile of %s failed unexpectedly", self.name)
             self._failures += 1

@@ -46,7 +46,8 @@ SELECT r.rolsuper,
        has_function_privilege('pg_reload_conf()', 'EXECUTE') AS reload,
        current_setting('server_version_num')::int AS version_num,
        has_database_privilege(current_database(), 'CREATE') AS create_schema,
-       to_regclass('pgcurator.history') IS NOT NULL AS history_exists
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'pgcurator' AND c.relname = 'history') AS history_exists
   FROM pg_roles r WHERE r.rolname = current_user
 """
 

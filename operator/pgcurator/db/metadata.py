@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CuratorError
+from ..sql.quote import ident
+
 # Serialises concurrent creation by several replicas (CREATE ... IF NOT EXISTS can still
 # race on the catalog's unique indexes).
 _SETUP_LOCK = 0x70676375  # "pgcu"
@@ -32,9 +35,36 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 
+# Read from the catalog directly: to_regclass() on a schema the role cannot use raises instead.
+_ACCESS_SQL = """
+SELECT pg_get_userbyid(n.nspowner) AS owner, current_user AS role, current_database() AS db,
+       has_schema_privilege(n.oid, 'USAGE') AND has_schema_privilege(n.oid, 'CREATE') AS schema_ok,
+       coalesce(bool_and(has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')), true) AS tables_ok,
+       bool_or(c.relname = 'history') AS history_exists
+  FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+ WHERE n.nspname = 'pgcurator'
+ GROUP BY n.oid, n.nspowner
+"""
+
+
+class MetadataForbidden(CuratorError):
+    """The pgcurator schema exists but belongs to a role this one cannot act for (e.g. the
+    operator's credentials were changed to another role)."""
+
+    reason = "MetadataSchemaForbidden"
+    transient = True  # fixed by a GRANT, without touching the resource
+
+
 async def ensure_metadata_schema(conn: Any) -> None:
-    exists = await conn.fetchval("SELECT to_regclass('pgcurator.history') IS NOT NULL")
-    if exists:
+    row = await conn.fetchrow(_ACCESS_SQL)
+    if row is not None and not (row["schema_ok"] and row["tables_ok"]):
+        role = ident(row["role"])
+        raise MetadataForbidden(
+            f"role {row['role']} cannot use the pgcurator schema in database {row['db']}, where the operator keeps "
+            f"its history (the schema belongs to {row['owner']}). As {row['owner']} or a superuser run: GRANT USAGE, CREATE ON SCHEMA "
+            f"pgcurator TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgcurator TO {role}"
+        )
+    if row is not None and row["history_exists"]:
         return
     async with conn.transaction():
         await conn.execute(f"SELECT pg_advisory_xact_lock({_SETUP_LOCK})")
