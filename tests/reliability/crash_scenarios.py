@@ -245,7 +245,7 @@ class Index(Scenario):
 
     kind = "IndexPolicy"
     ROWS = 300_000  # per partition: the twelve builds take about 2 s here
-    window = 3.5
+    window = 2.5
 
     def setup(self, t: Trial) -> dict[str, Any]:
         t.new_database()

@@ -111,8 +111,8 @@ def test_paths_are_shell_and_sql_quoted() -> None:
     assert words[-2:] == ["/srv/it's here/.tls.key.tmp", path] and words[-3] == "-f"
     cleanup = planner.cleanup_statement("pgcurator-tls", ["pgcurator-tls/tls-aa.crt", "pgcurator-tls/tls-aa.key"])
     program = cleanup.split(" TO PROGRAM ", 1)[1][1:-1].replace("''", "'")
-    assert shlex.split(program) == ["find", "pgcurator-tls", "-maxdepth", "1", "-type", "f", "-name", "tls-*",
-                                    "!", "-name", "tls-aa.crt", "!", "-name", "tls-aa.key", "-delete"]
+    assert shlex.split(program) == ["find", "pgcurator-tls", "-maxdepth", "1", "-type", "f", "(", "-name", "tls-*",
+                                    "-o", "-name", ".tls-*.tmp", ")", "!", "-name", "tls-aa.crt", "!", "-name", "tls-aa.key", "-delete"]
 
 
 def privs(**over: Any) -> TlsPrivileges:

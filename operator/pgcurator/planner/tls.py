@@ -81,10 +81,12 @@ def write_file_statement(path: str) -> str:
 
 
 def cleanup_statement(directory: str, keep: list[str]) -> str:
-    """Remove earlier certificate files of ours from the directory, keeping the ones in `keep`."""
+    """Remove earlier certificate files of ours from the directory, keeping the ones in `keep`, and
+    temporary files a server crash mid-write may have left."""
     q = shlex.quote
     names = " ".join(f"! -name {q(k.rpartition('/')[2])}" for k in keep)
-    program = f"find {q(directory)} -maxdepth 1 -type f -name {q(FILE_PREFIX + '*')} {names} -delete"
+    ours = f"\\( -name {q(FILE_PREFIX + '*')} -o -name {q('.' + FILE_PREFIX + '*.tmp')} \\)"
+    program = f"find {q(directory)} -maxdepth 1 -type f {ours} {names} -delete"
     return f"COPY (SELECT 1 WHERE false) TO PROGRAM {literal(program)}"
 
 
