@@ -213,8 +213,8 @@ END $pgc$""",
             "INSERT INTO pgcurator.conversions (table_schema, table_name, phase, log_table, batch_rows, rows_total, "
             "details) VALUES ($1, $2, 'copy', $3, $4, $5, $6)", t.schema_, t.name, log, batch, total,
             json.dumps({"keys": keys, "types": [types[k] for k in keys], "oid": oid}))
-    await record_history(conn, resource, "convert_prepare", t.name, f"{len(stmts) + len(setup)} statements: "
-                         + "; ".join(stmts[:3]) + " ...", started, (time.perf_counter() - t0) * 1000)
+        await record_history(conn, resource, "convert_prepare", t.name, f"{len(stmts) + len(setup)} statements: "
+                             + "; ".join(stmts[:3]) + " ...", started, (time.perf_counter() - t0) * 1000)
     if emit:
         await emit(Event("Normal", "ConversionStarted", f"converting {t.qualified}: {total} rows, batches of "
                                                         f"{batch}; shadow {shadow_name(t.name)} built"))
@@ -406,12 +406,13 @@ async def _swap(conn: Any, spec: PartitionPolicySpec, state: Any, resource: str,
                 "UPDATE pgcurator.conversions SET phase = 'swapped', swapped_at = now(), updated_at = now(), "
                 "details = details || $3 WHERE table_schema = $1 AND table_name = $2", t.schema_, t.name,
                 json.dumps({"rows": total_rows, "checksum": base_sum, "swapMs": round(lock_ms, 1)}))
+            # in the swap's own transaction: a crash right after the commit still leaves the record
+            await record_history(conn, resource, "convert_swap", t.name,
+                                 f"verified {total_rows} rows (count and key checksum); renamed {t.name} -> {old}, "
+                                 f"{shadow_name(t.name)} -> {t.name}", started, lock_ms)
     except asyncpg.LockNotAvailableError:
         return Outcome.progressing("WaitingForLock", f"the swap could not lock {t.qualified} within lockTimeout; "
                                    "retrying", {"conversion": {"phase": "swap"}}, requeue_after=5)
-    await record_history(conn, resource, "convert_swap", t.name,
-                         f"verified {total_rows} rows (count and key checksum); renamed {t.name} -> {old}, "
-                         f"{shadow_name(t.name)} -> {t.name}", started, lock_ms)
     if emit:
         await emit(Event("Normal", "ConversionSwapped", f"{t.qualified} is now partitioned: {total_rows} rows verified "
                                                         f"by count and key checksum; writers waited {lock_ms:.0f} ms; "
@@ -455,8 +456,9 @@ async def _finish(conn: Any, spec: PartitionPolicySpec, state: Any, resource: st
     if spec.convert.drop_original and state["phase"] == "swapped":
         old = qualified(t.schema_, original_name(t.name))
         started = datetime.now(UTC)
-        await conn.execute(f"DROP TABLE IF EXISTS {old}")
-        await conn.execute("UPDATE pgcurator.conversions SET phase = 'done', updated_at = now() "
-                           "WHERE table_schema = $1 AND table_name = $2", t.schema_, t.name)
-        await record_history(conn, resource, "convert_drop_original", original_name(t.name),
-                             f"DROP TABLE IF EXISTS {old}", started, 0.0)
+        async with conn.transaction():  # the drop, the state and its record: all or nothing
+            await conn.execute(f"DROP TABLE IF EXISTS {old}")
+            await conn.execute("UPDATE pgcurator.conversions SET phase = 'done', updated_at = now() "
+                               "WHERE table_schema = $1 AND table_name = $2", t.schema_, t.name)
+            await record_history(conn, resource, "convert_drop_original", original_name(t.name),
+                                 f"DROP TABLE IF EXISTS {old}", started, 0.0)
