@@ -275,6 +275,7 @@ class Index(Scenario):
         # unrecorded, never recorded but missing)
         built = {h[1].rpartition(".")[2].strip('"') for h in t.history("outcome = 'ok' AND statement LIKE 'CREATE%'")}
         existing = {r[0] for r in run_sql(t.url, "SELECT indexrelid::regclass::text FROM pg_index")}
+        assert built, "no build recorded in the history"
         assert built <= existing, f"recorded as built but missing: {built - existing}"
         rows = int(run_sql(t.url, "SELECT count(*) FROM articles")[0][0])
         assert rows == 6 * self.ROWS
