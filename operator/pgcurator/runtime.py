@@ -21,7 +21,7 @@ from . import metrics
 from .db.params import ConnParams, params_from_secret
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import CuratorError, LockBusy, PlanError, SecretProblem
-from .kube import FINALIZER, Kube
+from .kube import FINALIZER, GROUP, VERSION, Kube
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Condition, Event, Outcome
@@ -215,7 +215,7 @@ class Worker:
         return ReconcileContext(
             conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
             params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
-            publish_progress=progress, timeouts=spec.timeouts,
+            publish_progress=progress, timeouts=spec.timeouts, alive=self.runtime.resource_alive,
         )
 
     async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
@@ -274,6 +274,19 @@ class Runtime:
         """In-process guard: one run per table at a time (the advisory lock guards across replicas)."""
         key = f"{params.host}:{params.port}/{params.dbname}/{table}"
         return self._table_locks.setdefault(key, asyncio.Lock())
+
+    async def resource_alive(self, resource: str) -> bool:
+        """`Kind/namespace/name` still exists in the API (errors count as alive: never take over
+        another resource's object on a guess)."""
+        kind, _, rest = resource.partition("/")
+        namespace, _, name = rest.partition("/")
+        plural = next((p for p, h in self.handlers.items() if h.kind == kind), None)
+        if plural is None or not name:
+            return True
+        try:
+            return await self.kube.get_object(GROUP, VERSION, plural, name, namespace) is not None
+        except Exception:
+            return True
 
     def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

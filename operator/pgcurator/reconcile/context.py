@@ -37,6 +37,9 @@ class ReconcileContext:
     publish_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     # Every connection handed out for this run carries the resource's limits.
     timeouts: Timeouts | None = None
+    # Whether another resource ("Kind/namespace/name") still exists: a claim it left behind on an
+    # object (pgcurator.owners) is taken over when it does not. None: assume it does.
+    alive: Callable[[str], Awaitable[bool]] | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     @asynccontextmanager
