@@ -28,7 +28,7 @@ from ..models.common import parse_duration
 from ..models.tls import DbTlsCertSpec, DeliveryMode, IssuerKind
 from ..planner import tls as planner
 from ..sql.statements import Plan, Step
-from ..tls.handshake import HandshakeError, fetch_served_certificate
+from ..tls.handshake import HandshakeError, fetch_served_certificate, verify_full
 from ..tls.validate import CA_KEY, CERT_KEY, CertInfo, Material, info_of_der, leaf_of_pem, validate_secret
 from .context import ReconcileContext
 from .outcome import Condition, Event, Outcome
@@ -262,7 +262,9 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
         desired = planner.desired_settings(spec, files)
         changes = planner.changed_settings(settings, desired)
         match = served is not None and served.fingerprint == fp
-        if match and not changes:
+        # Serving means a verify-full client accepts it, not only that the fingerprint matches
+        refused = await _client_refusals(host, port, spec, material) if match else None
+        if match and not refused and not changes:
             _PENDING.pop(uid, None)
             msg = f"serving serial {material.leaf.serial} from Secret {spec.tls_secret_name}, valid until " \
                   f"{_iso(material.leaf.not_after)}"
@@ -277,9 +279,12 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
         mismatch = ("server serves " + (f"serial {served.serial}" if served else
                     f"nothing ({handshake_error.message if handshake_error else 'no answer'})")
                     + f", the Secret holds serial {material.leaf.serial}")
+        if match and refused:
+            mismatch = f"the server serves serial {material.leaf.serial} but {refused}"
+        serving_now = match and not refused
 
         # Files are (re)placed whenever the settings are to point at them: never at a file we did not check.
-        need_files = not match or any(k in changes for k in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"))
+        need_files = not serving_now or any(k in changes for k in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"))
         write = _writes(spec, files, material) if need_files else {}
         plan = planner.delivery_plan(spec, settings, files, write)
         if spec.dry_run or spec.suspend:
@@ -288,7 +293,7 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
             reason = "DryRun" if spec.dry_run else "Suspended"
             return finish(Outcome.progressing(reason, f"{reason}: {mismatch}; {len(plan.steps)} steps planned "
                                               "(status.plan), none run", status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
+                          _serving(serving_now, _mismatch_reason(match, refused), mismatch))
         status["plan"] = []
 
         privs = await observe_privileges(ctx.conn)
@@ -297,7 +302,7 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
             msg = (f"role {ctx.params.user} lacks what {spec.delivery.mode.value} mode needs; nothing was written: "
                    + "; ".join(missing))
             return finish(Outcome.degraded("InsufficientPrivilege", msg, status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
+                          _serving(serving_now, _mismatch_reason(match, refused), mismatch))
 
         elapsed = time.time() - _PENDING[uid].since if uid in _PENDING else 0.0
         timeout = parse_duration(spec.delivery.timeout)
@@ -320,7 +325,7 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
         if error is not None:
             msg = f"delivery failed at {error}; the server keeps serving what it served"
             return finish(Outcome.degraded("DeliveryFailed", msg, status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
+                          _serving(serving_now, _mismatch_reason(match, refused), mismatch))
 
         now_served = await _wait_served(host, port, fp, VERIFY_SECONDS)
         if now_served is None or now_served.fingerprint != fp:
@@ -334,6 +339,11 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
             degraded = Outcome.degraded("NotServing", msg, status,
                                         requeue_after=WAIT_FILES_SECONDS if elapsed <= timeout else interval)
             return finish(degraded, _serving(False, "Mismatch", msg))
+        refused = await _client_refusals(host, port, spec, material)
+        if refused:
+            msg = f"the server serves serial {material.leaf.serial} but {refused}"
+            return finish(Outcome.degraded("ClientRefused", msg, status, requeue_after=interval),
+                          _serving(False, "ClientRefused", msg))
 
         if spec.delivery.mode is DeliveryMode.sql:
             keep = [files.cert, files.key, *([files.ca] if files.ca else [])]
@@ -363,6 +373,29 @@ async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> O
         return finish(_requeue(Outcome.ready("Rotated", msg, status), interval), _serving(True, "Match", msg))
     msg = f"settings brought in line ({', '.join(changes)}); serving serial {material.leaf.serial}"
     return finish(_requeue(Outcome.ready("SettingsApplied", msg, status), interval), _serving(True, "Match", msg))
+
+
+def _mismatch_reason(match: bool, refused: str | None) -> str:
+    if not match:
+        return "Mismatch"
+    return "ClientRefused" if refused else "Match"
+
+
+def _check_names(spec: DbTlsCertSpec, material: Material) -> list[str]:
+    """The names a client connects with: the declared ones, else the certificate's first name."""
+    declared = [*spec.dns_names, *spec.ip_addresses]
+    return declared or [*material.leaf.dns_names, *material.leaf.ip_addresses][:1]
+
+
+async def _client_refusals(host: str, port: int, spec: DbTlsCertSpec, material: Material) -> str | None:
+    """None when a verify-full client (sslrootcert = the Secret's ca.crt) accepts every name; else why not."""
+    try:
+        refusals = await verify_full(host, port, _check_names(spec, material), material.ca_pem)
+    except HandshakeError as exc:
+        return exc.message
+    if not refusals:
+        return None
+    return "; ".join(f"for {r.name}: {r.message}" for r in refusals)
 
 
 def _requeue(outcome: Outcome, seconds: float) -> Outcome:
