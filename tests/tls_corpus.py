@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -397,3 +398,16 @@ def openssl_verdict(case: Case) -> tuple[bool, str]:
 
 def cases(pred: Callable[[Case], bool] = lambda c: True) -> list[Case]:
     return [c for c in corpus() if pred(c)]
+
+
+def psql_verify_full(host: str, hostaddr: str, port: int, user: str, password: str, ca_pem: bytes,
+                     directory: Path) -> subprocess.CompletedProcess[str]:
+    """libpq itself (Debian's psql): `host` is the name verify-full checks, `hostaddr` where it connects.
+    Succeeds with stdout "t" when the session runs over TLS."""
+    ca = directory / f"sslrootcert-{os.urandom(4).hex()}.crt"
+    ca.write_bytes(ca_pem)
+    dsn = (f"host={host} hostaddr={hostaddr} port={port} dbname=postgres user={user} "
+           f"sslmode=verify-full sslrootcert={ca}")
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    return subprocess.run(["psql", dsn, "-Atc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
 import shutil
 import subprocess
@@ -32,7 +31,9 @@ from pgcurator.reconcile.tls import reconcile_db_tls_cert
 from pgcurator.tls.handshake import fetch_served_certificate
 from pgcurator.tls.validate import fingerprint, validate_secret
 
-from ..tls_corpus import NAME, Node, inter, make, root, secret
+from .. import tls_corpus
+from ..figures import record
+from ..tls_corpus import NAME, Case, Node, cases, inter, make, root, secret
 
 pytestmark = pytest.mark.integration
 DIRECTORY = "pgcurator-tls"
@@ -113,14 +114,7 @@ def condition(outcome: Outcome, type_: str) -> Any:
 
 def psql_verify_full(pg: DebianPostgres, role: tuple[str, str], ca_pem: bytes, host: str,
                      directory: Path) -> subprocess.CompletedProcess[str]:
-    """libpq itself: `host` is the name verify-full checks, `hostaddr` where it connects."""
-    ca = directory / f"root-{secrets.token_hex(4)}.crt"
-    ca.write_bytes(ca_pem)
-    dsn = (f"host={host} hostaddr={pg.host} port={pg.port} dbname=postgres user={role[0]} "
-           f"sslmode=verify-full sslrootcert={ca}")
-    env = {**os.environ, "PGPASSWORD": role[1], "PGCONNECT_TIMEOUT": "10"}
-    return subprocess.run(["psql", dsn, "-Atc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return tls_corpus.psql_verify_full(host, pg.host, pg.port, role[0], role[1], ca_pem, directory)
 
 
 async def _serve_leaf_only(pg: DebianPostgres, leaf: Node, ca_pem: bytes, spec: DbTlsCertSpec) -> None:
@@ -166,3 +160,50 @@ async def test_a_served_leaf_whose_chain_clients_refuse_is_not_serving(
     after = psql_verify_full(operator.pg, role, r.pem, NAME, shared_tmp)
     assert after.returncode == 0 and after.stdout.strip() == "t", after.stderr
     assert validate_secret(data, dns_names=[NAME]).ok
+
+
+def _hosts(case: Case) -> list[str]:
+    """The names a client would connect with: the declared ones, else the certificate's first name."""
+    return [*case.dns_names, *case.ip_addresses] or [NAME]
+
+
+def _server_state(pg: DebianPostgres) -> tuple[str, list[str]]:
+    directory = pg.datadir / DIRECTORY
+    files = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    return (pg.datadir / "postgresql.auto.conf").read_text(), files
+
+
+async def test_every_good_chain_is_served_and_psql_verify_full_accepts_it(
+        operator: Operator, role: tuple[str, str], shared_tmp: Path) -> None:
+    good = cases(lambda c: c.accept)
+    accepted = 0
+    for case in good:
+        out = await operator.reconcile(case.data, dns_names=case.dns_names, ip_addresses=case.ip_addresses)
+        serving = condition(out, "Serving")
+        assert serving.status, f"{case.name}: {serving.message}"
+        assert await operator.served_fingerprint() == out.status["secretFingerprint"], case.name
+        for host in _hosts(case):
+            done = psql_verify_full(operator.pg, role, case.data["ca.crt"], host, shared_tmp)
+            assert done.returncode == 0 and done.stdout.strip() == "t", f"{case.name} as {host}: {done.stderr}"
+        accepted += 1
+    record("accepted and verified by a verify-full client",
+           f"{accepted} of {len(good)} good chains served by Debian's PostgreSQL, psql sslmode=verify-full")
+
+
+async def test_a_refused_secret_changes_nothing_on_the_server(
+        operator: Operator, role: tuple[str, str], shared_tmp: Path) -> None:
+    r = root("Baseline Root")
+    baseline = secret(make(NAME, r), ca=[r])
+    assert condition(await operator.reconcile(baseline), "Serving").status
+    served, state = await operator.served_fingerprint(), _server_state(operator.pg)
+    refused = cases(lambda c: not c.accept)
+    for case in refused:
+        out = await operator.reconcile(case.data, dns_names=case.dns_names, ip_addresses=case.ip_addresses)
+        degraded, serving = condition(out, "Degraded"), condition(out, "Serving")
+        assert degraded.status and degraded.reason == case.reason, f"{case.name}: {degraded.message}"
+        assert not serving.status and "was not delivered" in serving.message, case.name
+        assert await operator.served_fingerprint() == served, case.name  # still the previous certificate
+        assert _server_state(operator.pg) == state, case.name  # no file written, no setting changed
+    done = psql_verify_full(operator.pg, role, r.pem, NAME, shared_tmp)
+    assert done.returncode == 0, done.stderr  # clients still get the previous, good certificate
+    record("refused Secrets that left the server untouched", f"{len(refused)} of {len(refused)}")

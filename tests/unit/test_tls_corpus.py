@@ -40,6 +40,7 @@ def test_verdict_reason_and_message(case: Case) -> None:
     first = v.problems[0]
     assert first.reason == case.reason, v.summary()
     assert not RAW.search(v.summary()), v.summary()
+    assert "would refuse the chain (" not in first.message  # explained, not the verifier's words
     for word in case.mentions:
         assert word.lower() in first.message.lower(), (word, first.message)
 

@@ -175,3 +175,26 @@ def test_pem_normalisation_and_leaf_of_file(ca) -> None:  # type: ignore[no-unty
     assert leaf_of_pem(crlf).serial == format(leaf.cert.serial_number, "X")
     with pytest.raises(ValueError):
         leaf_of_pem(b"no pem here")
+
+
+def test_without_ca_crt_the_chain_must_lead_to_the_system_trust_store(ca, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As `sslrootcert=system`: a publicly issued certificate needs no ca.crt; a private one does."""
+    from pgcurator.tls import verify
+
+    data = secret_data(issue(ca, [NAME]), ca)
+    del data["ca.crt"]
+    monkeypatch.setattr(verify, "system_roots", lambda: (ca.cert,))
+    v = validate_secret(data, dns_names=[NAME])
+    assert v.ok and v.material is not None and v.material.ca_pem is None  # the client check uses the system store
+    monkeypatch.setattr(verify, "system_roots", lambda: (make_ca("Some Public Root").cert,))
+    v = validate_secret(data, dns_names=[NAME])
+    assert reasons(v) == ["UntrustedChain"] and "system trust store" in v.summary()
+
+
+def test_an_unexplained_refusal_still_reads_plainly(ca) -> None:  # type: ignore[no-untyped-def]
+    from pgcurator.tls.verify import explain
+
+    leaf = issue(ca, [NAME])
+    p = explain(leaf.cert, [], [ca.cert], False, dt.datetime.now(dt.UTC),
+                "validation failed: candidates exhausted: something new (encountered processing <Certificate(...)>)")
+    assert p.reason == "UntrustedChain" and p.message == "a verifying client would refuse the chain (something new)"
