@@ -366,6 +366,16 @@ def _refused() -> list[Case]:
     bad("tls.crt is not PEM", {"tls.crt": b"hello", "tls.key": leaf.key_pem(), "ca.crt": r.pem},
         "CertificateUnreadable", "tls.crt", openssl=None)
     bad("ca.crt is not PEM", {**secret(leaf), "ca.crt": b"junk"}, "CaUnreadable", "ca.crt", openssl=None)
+    not_der = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    bad("tls.crt block is not a certificate", {**secret(leaf, ca=[r]), "tls.crt": not_der}, "CertificateUnreadable",
+        "block 1", "not an X.509 certificate", openssl=None)
+    bad("tls.crt truncated", {**secret(leaf, ca=[r]), "tls.crt": leaf.pem[:300] + b"\n-----END CERTIFICATE-----\n"},
+        "CertificateUnreadable", "damaged or truncated", openssl=None)
+    bad("tls.key block is not a key", secret(leaf, ca=[r], key=b"-----BEGIN PRIVATE KEY-----\nAAAA\n"
+                                                              b"-----END PRIVATE KEY-----\n"),
+        "KeyUnreadable", "not a usable private key", openssl=None)
+    bad("ca.crt block is not a certificate", {**secret(leaf), "ca.crt": r.pem + not_der}, "CaUnreadable",
+        "block 2 of 2", openssl=None)
     return out
 
 

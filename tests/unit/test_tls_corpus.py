@@ -16,7 +16,7 @@ from ..tls_corpus import NOW, Case, cases, corpus, openssl_verdict
 
 # What a message must never show: the verifier's or parser's debugging text.
 RAW = re.compile(r"<Certificate\(|candidates exhausted|validation failed|AlgorithmIdentifier|2\.5\.29\.|"
-                 r"MalformedFraming|faq/#|Details:")
+                 r"MalformedFraming|faq/#|Details:|ParseError|\{ kind|Could not deserialize")
 
 
 def _id(case: Case) -> str:

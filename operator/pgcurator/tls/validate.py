@@ -132,11 +132,14 @@ def pem_blocks(data: bytes) -> list[tuple[str, str]]:
 def parse_certificates(data: bytes, what: str) -> tuple[list[x509.Certificate], str]:
     blocks = [(k, t) for k, t in pem_blocks(data) if k == "CERTIFICATE"]
     if not blocks:
-        raise ValueError(f"{what} holds no PEM CERTIFICATE block")
-    try:
-        certs = [x509.load_pem_x509_certificate(t.encode()) for _, t in blocks]
-    except ValueError as exc:
-        raise ValueError(f"{what} holds a CERTIFICATE block that is not a certificate ({_plain(exc)})") from None
+        raise ValueError("it holds no PEM CERTIFICATE block (-----BEGIN CERTIFICATE-----)")
+    certs = []
+    for n, (_, text) in enumerate(blocks, 1):
+        try:
+            certs.append(x509.load_pem_x509_certificate(text.encode()))
+        except ValueError:  # the parser's own message is a debugging dump of the DER error
+            raise ValueError(f"CERTIFICATE block {n} of {len(blocks)} is not an X.509 certificate "
+                             "(damaged or truncated)") from None
     return certs, "".join(t for _, t in blocks)
 
 
@@ -147,7 +150,11 @@ def parse_private_key(data: bytes) -> tuple[PrivateKeyTypes, str]:
     kind, text = blocks[0]
     if kind == "ENCRYPTED PRIVATE KEY":
         raise ValueError("tls.key is encrypted; PostgreSQL needs an unencrypted key")
-    return serialization.load_pem_private_key(text.encode(), password=None), text
+    try:
+        return serialization.load_pem_private_key(text.encode(), password=None), text
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(f"the {kind} block is not a usable private key (damaged, or a key type PostgreSQL "
+                         "cannot use)") from None
 
 
 def _spki(key: object) -> bytes:
