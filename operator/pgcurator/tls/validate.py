@@ -193,15 +193,8 @@ def validate_secret(
     if structure is not None:  # the leaf-based checks below would describe the wrong certificate
         return Validation(None, (Problem(structure.reason, structure.message),), leaf)
 
-    key_pem = ""
-    try:
-        key, key_pem = parse_private_key(key_data)
-        if not key_matches(chain[0], key):
-            problems.append(Problem("KeyMismatch", f"tls.key ({key_description(key.public_key())}) is not the "
-                                    "private key of the certificate in tls.crt "
-                                    f"({key_description(chain[0].public_key())})"))
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        problems.append(Problem("KeyUnreadable", f"tls.key does not parse: {_plain(exc)}"))
+    key_pem, key_problem = _check_key(key_data, chain[0])
+    problems += key_problem
 
     ca_pem: str | None = None
     roots: list[x509.Certificate] | None = None
@@ -223,6 +216,18 @@ def validate_secret(
     if problems or path is None:
         return Validation(None, tuple(problems), leaf)
     return Validation(Material(cert_pem, key_pem, ca_pem, leaf), (), leaf)
+
+
+def _check_key(key_data: bytes, leaf: x509.Certificate) -> tuple[str, list[Problem]]:
+    """The key's normalised PEM, and what is wrong with it: unreadable, or not the leaf's key."""
+    try:
+        key, key_pem = parse_private_key(key_data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return "", [Problem("KeyUnreadable", f"tls.key does not parse: {_plain(exc)}")]
+    if key_matches(leaf, key):
+        return key_pem, []
+    return key_pem, [Problem("KeyMismatch", f"tls.key ({key_description(key.public_key())}) is not the private "
+                             f"key of the certificate in tls.crt ({key_description(leaf.public_key())})")]
 
 
 def _plain(exc: Exception) -> str:

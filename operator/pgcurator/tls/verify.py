@@ -226,6 +226,16 @@ def _cert_problem(cert: x509.Certificate, index: int, below: int, where: str, ro
                   leaf: x509.Certificate, now: datetime) -> ChainProblem | None:
     """The first rule `cert` breaks at position `index` (0 = leaf) with `below` CAs under it."""
     who = f"{role} {name_of(cert)!r}{where}"
+    problem = _common_problem(cert, index, who, now)
+    if problem is not None:
+        return problem
+    if index == 0:
+        return _leaf_problem(cert, who, _ext(cert, x509.BasicConstraints))
+    return _issuer_problem(cert, below, who, leaf)
+
+
+def _common_problem(cert: x509.Certificate, index: int, who: str, now: datetime) -> ChainProblem | None:
+    """Rules for every certificate of the chain: validity, key, signature, critical extensions."""
     if now < cert.not_valid_before_utc:
         return ChainProblem("NotYetValid", f"{who} is not valid before {_iso(cert.not_valid_before_utc)}")
     if now >= cert.not_valid_after_utc:
@@ -234,17 +244,22 @@ def _cert_problem(cert: x509.Certificate, index: int, below: int, where: str, ro
     if weak is not None:
         return weak
     digest = cert.signature_hash_algorithm
+    # a root's signature on itself is not checked by clients
     if isinstance(digest, WEAK_HASHES) and not (index > 0 and is_self_signed(cert)):
         algo = "SHA-1" if isinstance(digest, hashes.SHA1) else "MD5"
         return ChainProblem("WeakSignature", f"{who} is signed with {algo}, which clients refuse: reissue it "
                             "with SHA-256 or better")
-    for ext in cert.extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
-            return ChainProblem("UnknownCriticalExtension", f"{who} has a critical extension clients do not know "
-                                f"({ext.oid.dotted_string}), so they refuse it")
+    unknown = next((e for e in cert.extensions if e.critical and isinstance(e.value, x509.UnrecognizedExtension)),
+                   None)
+    if unknown is not None:
+        return ChainProblem("UnknownCriticalExtension", f"{who} has a critical extension clients do not know "
+                            f"({unknown.oid.dotted_string}), so they refuse it")
+    return None
+
+
+def _issuer_problem(cert: x509.Certificate, below: int, who: str, leaf: x509.Certificate) -> ChainProblem | None:
+    """Rules for a certificate that issued another: a CA, allowed to sign, this deep, for these names."""
     bc = _ext(cert, x509.BasicConstraints)
-    if index == 0:
-        return _leaf_problem(cert, who, bc)
     if bc is None or not bc.value.ca:  # type: ignore[attr-defined]
         state = "has no basicConstraints" if bc is None else "says CA:FALSE"
         return ChainProblem("IssuerNotCa", f"{who} issued a certificate below it but {state}: clients accept "
@@ -259,11 +274,10 @@ def _cert_problem(cert: x509.Certificate, index: int, below: int, where: str, ro
         return ChainProblem("PathTooLong", f"{who} allows {path_len} intermediate CA(s) below it "
                             f"(pathLenConstraint {path_len}), the chain has {below}")
     nc = _ext(cert, x509.NameConstraints)
-    if nc is not None:
-        outside = _outside_constraints(leaf, nc.value)  # type: ignore[arg-type]
-        if outside:
-            return ChainProblem("NameConstraints", f"{who} may not issue for {', '.join(outside)}: its "
-                                "nameConstraints exclude it or do not permit it")
+    outside = _outside_constraints(leaf, nc.value) if nc is not None else []  # type: ignore[arg-type]
+    if outside:
+        return ChainProblem("NameConstraints", f"{who} may not issue for {', '.join(outside)}: its "
+                            "nameConstraints exclude it or do not permit it")
     return None
 
 
