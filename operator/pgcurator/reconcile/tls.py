@@ -4,8 +4,9 @@ Order of a run: (owned) keep the cert-manager Certificate in line -> read the Se
 validate it (nothing invalid is ever delivered) -> ask the server what it serves (SSLRequest
 handshake) -> when they differ: check privileges, get the files onto the server (mount:
 wait until the kubelet has updated them; sql: write them under new names), ALTER SYSTEM,
-pg_reload_conf() -> verify over the wire; sql mode rolls the settings back if the server
-did not take the new files.
+pg_reload_conf() -> verify over the wire: the fingerprint, and a verify-full client's handshake
+for each declared name; sql mode rolls the settings back if the server did not take the new
+files. How a run ends, given what it observed, is decided in planner/tls.py.
 """
 
 from __future__ import annotations
