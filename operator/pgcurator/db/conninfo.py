@@ -216,7 +216,8 @@ def _choice(values: Mapping[str, str], key: str, allowed: tuple[str, ...], defau
         return default
     if value not in allowed:
         shown = repr(value) if re.fullmatch(r"[A-Za-z0-9_-]{0,20}", value) else "not a word"
-        raise ConninfoError(where(key), f"{key} is {shown}; libpq accepts {', '.join(allowed)}{extra}")
+        raise ConninfoError(where(key), f"{key} is {shown}; libpq accepts {', '.join(allowed)}{extra}: write "
+                                        f"one of them, e.g. {key}={allowed[-1]}")
     return value
 
 
@@ -227,7 +228,7 @@ def _tls_version(values: Mapping[str, str], key: str, where: Where) -> str | Non
     for known in TLS_VERSIONS:
         if value.lower() == known.lower():  # libpq compares case-insensitively
             return known
-    raise ConninfoError(where(key), f"{key} is not one of {', '.join(TLS_VERSIONS)}")
+    raise ConninfoError(where(key), f"{key} is not one of {', '.join(TLS_VERSIONS)}: write e.g. {key}=TLSv1.2")
 
 
 def split_hosts(values: Mapping[str, str], where: Where) -> tuple[tuple[str, int], ...]:
