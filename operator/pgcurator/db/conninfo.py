@@ -40,7 +40,7 @@ FOLLOWED = frozenset({
     "host", "port", "dbname", "user", "password", "sslmode", "target_session_attrs", "options", "sslrootcert",
     "ssl_min_protocol_version", "ssl_max_protocol_version", "channel_binding", "gssencmode", "passfile",
 })
-_CLIENT_CERT = "client certificates are not supported: authenticate with a password and remove it"
+_CLIENT_CERT = "a client certificate is read from files of the application's pod: authenticate with a password and remove it"
 # Keywords libpq knows that pgcurator refuses, with the fix.
 REFUSED: dict[str, str] = {
     "hostaddr": "write the server's address in host instead (e.g. host=10.0.0.5)",
@@ -94,11 +94,11 @@ _PARSE_ERRORS: tuple[tuple[str, str], ...] = (
     ("key/value separator", "has a query parameter without exactly one '=': write ?sslmode=require&"
                             "target_session_attrs=read-write"),
     ("unterminated quoted string", "has a quote that is never closed: write host='db.example' "
-                                   "password='it''s' (a quote inside is doubled or backslash-escaped)"),
+                                   "password='it\\'s' (a quote inside a quoted value is backslash-escaped)"),
     ("missing \"=\"", "is neither a postgresql:// URI nor key=value pairs: write postgresql://USER:PASSWORD@"
                       "HOST:5432/DBNAME or host=HOST user=USER password=PASSWORD dbname=DBNAME"),
 )
-_KEYWORD = re.compile(r'(?:invalid URI query parameter|invalid connection option): "([a-z_]{1,40})"')
+_KEYWORD = re.compile(r'(?:invalid URI query parameter: |invalid connection option )"([a-z_]{1,40})"')
 _HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                        r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 _PORT = re.compile(r"^\s*\+?[0-9]+\s*$")  # strtol with trailing blanks, as libpq's parse_int_param
@@ -153,7 +153,7 @@ def resolve(values: Mapping[str, str], where: Where, *, has_ca: bool) -> Target:
 
     for key in values:
         if key in REFUSED:
-            raise ConninfoError(where(key), f"sets {key}, which pgcurator does not support: {REFUSED[key]}")
+            raise ConninfoError(where(key), f"sets {key}, which pgcurator refuses: {REFUSED[key]}")
         if key not in FOLLOWED and key not in IGNORED:
             raise ConninfoError(where(key), f"sets {key}, which pgcurator does not support (it reads the "
                                             "keywords of libpq 15): remove it from the Secret pgcurator reads")
@@ -169,7 +169,7 @@ def resolve(values: Mapping[str, str], where: Where, *, has_ca: bool) -> Target:
                                            "libpq would: add a 'user' (or 'username') key, or write the URI as "
                                            "postgresql://USER:PASSWORD@HOST/DBNAME")
     sslmode = _choice(values, "sslmode", SSL_MODES, "prefer", where)
-    attrs = _choice(values, "target_session_attrs", SESSION_ATTRS, "any", where)
+    attrs = _choice(values, "target_session_attrs", SESSION_ATTRS, "any", where, example="read-write")
     _choice(values, "channel_binding", ("disable", "prefer"), "prefer", where,
             extra=" (asyncpg, pgcurator's driver, cannot do channel binding; 'require' is refused)")
     _choice(values, "gssencmode", ("disable", "prefer"), "prefer", where,
@@ -210,14 +210,14 @@ def resolve(values: Mapping[str, str], where: Where, *, has_ca: bool) -> Target:
 
 
 def _choice(values: Mapping[str, str], key: str, allowed: tuple[str, ...], default: str, where: Where,
-            extra: str = "") -> str:
+            extra: str = "", example: str = "") -> str:
     value = values.get(key)
     if value is None:
         return default
     if value not in allowed:
         shown = repr(value) if re.fullmatch(r"[A-Za-z0-9_-]{0,20}", value) else "not a word"
         raise ConninfoError(where(key), f"{key} is {shown}; libpq accepts {', '.join(allowed)}{extra}: write "
-                                        f"one of them, e.g. {key}={allowed[-1]}")
+                                        f"one of them, e.g. {key}={example or allowed[-1]}")
     return value
 
 
