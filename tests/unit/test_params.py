@@ -213,3 +213,31 @@ def test_no_message_or_repr_contains_the_password(password: str, escaped: bool, 
         assert password not in text
     if escaped and not extra:
         assert p.password == password and p.host == "db.example"
+
+
+def _ca_pem() -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(("mode", "check_hostname"), [("verify-full", True), ("verify-ca", False), ("require", False)])
+def test_a_ca_makes_verifying_contexts_as_libpq_does(mode: str, check_hostname: bool) -> None:
+    """verify-full checks names; verify-ca and (with a CA, as in libpq) require check the chain."""
+    ca = _ca_pem()
+    uri = f"postgresql://u:pw@db.example/app?sslmode={mode}&ssl_min_protocol_version=TLSv1.3"
+    ctx = connect_kwargs(params_from_secret("ns/app", b64(uri=uri), CA_REF, ca))["ssl"]
+    assert isinstance(ctx, ssl.SSLContext)
+    assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, check_hostname)
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3 and len(ctx.get_ca_certs()) == 1
