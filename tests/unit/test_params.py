@@ -171,6 +171,13 @@ def test_cli_url_follows_the_same_rules() -> None:
         params_from_url("postgresql://u:pw@h/db?sslmode=bogus")
 
 
+def test_a_password_spread_over_host_port_and_dbname_does_not_show() -> None:
+    """libpq reads 'u:123/x@h/db' (no '@' before the first '/') as host u, port 123, dbname x@h/db."""
+    p = params_from_secret("ns/app", b64(uri="postgresql://u:1234/x@h/db?user=app&password=1234/x"), REF)
+    assert (p.host, p.port, p.dbname, p.password) == ("u", 1234, "x@h/db", "1234/x")
+    assert "1234/x" not in p.display and "1234/x" not in p.pool_key
+
+
 def test_password_never_in_repr_key_or_display() -> None:
     p = params_from_secret("ns/app", b64(uri="postgresql://app:hunter2secret@h/db"), REF)
     for text in (repr(p), p.pool_key, p.display):

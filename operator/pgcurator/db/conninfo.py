@@ -28,6 +28,8 @@ SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 DEFAULT_PORT = 5432
 Where = Callable[[str], str]  # keyword -> where it came from, for messages
+# Where a whole connection string was written: pieces of it may be pieces of the password.
+CONNECTION_STRINGS = ("key 'uri'", "--database-url")
 
 # Keywords that do not change which server, database or role is used, nor how TLS is verified:
 # pgcurator sets its own (application_name, timeouts, keepalives) and does not read these.
@@ -267,7 +269,7 @@ def check_host(host: str, which: str, where: str) -> None:
         pass
     if not _HOSTNAME.match(host):
         hint = (" (an unescaped '@', '/', '?' or ':' in the password cuts a URI in the wrong place: "
-                + _ENCODE_HINT + ")") if "@" in host or where.endswith("'uri'") else ""
+                + _ENCODE_HINT + ")") if "@" in host or where in CONNECTION_STRINGS else ""
         raise ConninfoError(where, f"{which} is neither a host name nor an IP address{hint}")
 
 
@@ -277,7 +279,7 @@ def _port(text: str, where: str) -> int:
     number = int(text) if _PORT.match(text) else 0
     if not 0 < number < 65536:
         # In a URI a bad port is usually a piece of a password cut at an unescaped '/': never shown.
-        in_uri = where.endswith("'uri'")
+        in_uri = where in CONNECTION_STRINGS
         shown = f" {text.strip()!r}" if not in_uri and re.fullmatch(r"\s*[0-9+-]{1,8}\s*", text) else ""
         hint = f" (if the password has a '/', '@' or '?': {_ENCODE_HINT})" if in_uri else ""
         raise ConninfoError(where, f"has an invalid port{shown}: a number from 1 to 65535, e.g. 5432{hint}")

@@ -47,6 +47,11 @@ class ConnParams:
     def hosts_display(self) -> str:
         return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.addresses)
 
+    def _redacted(self, text: str) -> str:
+        # A password with an unescaped '/' can end up spread over host, port and dbname of a URI
+        # libpq still accepts; whatever the pieces, the password itself never shows.
+        return text.replace(self.password, "<password>") if len(self.password) >= 4 else text
+
     @property
     def pool_key(self) -> str:
         """Identifies a pool: the same target and credentials share one pool.
@@ -56,13 +61,13 @@ class ConnParams:
         secret = f"{self.password}\0{self.ca_pem or ''}\0{self.options or ''}"
         digest = hashlib.sha256(secret.encode()).hexdigest()[:12]
         tls = f"{self.ssl_min_protocol_version or ''}-{self.ssl_max_protocol_version or ''}"
-        return (f"{self.user}@{self.hosts_display}/{self.dbname}?sslmode={self.ssl_mode}"
-                f"&target_session_attrs={self.target_session_attrs}&tls={tls}#{digest}")
+        return self._redacted(f"{self.user}@{self.hosts_display}/{self.dbname}?sslmode={self.ssl_mode}"
+                              f"&target_session_attrs={self.target_session_attrs}&tls={tls}#{digest}")
 
     @property
     def display(self) -> str:
         """Where we connect, for messages: never the password."""
-        return f"{self.user}@{self.hosts_display}/{self.dbname}"
+        return self._redacted(f"{self.user}@{self.hosts_display}/{self.dbname}")
 
 
 def _decode(data: Mapping[str, str], key: str, secret: str) -> str:
