@@ -82,32 +82,48 @@ class SecretKeyRef(StrictModel):
     key: str = Field(default="ca.crt", max_length=253, description="Key in the Secret holding the value.")
 
 
+# spec.database.host: host names, IPv4 or IPv6 addresses (without brackets), comma-separated as
+# libpq's host keyword; the exact checks are db/conninfo.py's.
+DB_HOSTS_PATTERN = r"^[A-Za-z0-9_.:%-]+(,[A-Za-z0-9_.:%-]+)*$"
+
+
 class DatabaseRef(StrictModel):
-    """Where to connect: a Secret in the same namespace, as CloudNativePG's `<cluster>-app` secrets are laid out."""
+    """Where to connect: a Secret in the same namespace, read as libpq reads a connection string
+    (docs/database-secrets.md)."""
 
     secret_name: str = Field(
         alias="secretName",
         max_length=253,
         pattern=K8S_NAME_PATTERN,
         description=(
-            "Secret in the same namespace holding either a `uri` key (postgresql://...) or `host`, `port`, "
-            "`dbname`, `user` (or `username`) and `password` keys."
+            "Secret in the same namespace holding either a `uri` key (a libpq connection string: "
+            "postgresql://USER:PASSWORD@HOST:5432/DBNAME, as CloudNativePG and Crunchy PGO write it) or "
+            "`host`, `port`, `dbname`, `user` (or `username`) and `password` keys."
         ),
     )
+    host: str | None = Field(
+        default=None,
+        max_length=1000,
+        pattern=DB_HOSTS_PATTERN,
+        description="Host to connect to, overriding the Secret's (for Secrets that carry only username and "
+        "password, such as Zalando's: e.g. acid-main.db-namespace). Several, comma-separated, as libpq's host.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port, overriding the Secret's.")
     dbname: str | None = Field(
         default=None,
         max_length=MAX_IDENTIFIER_BYTES,
-        description="Database to connect to, overriding the one in the Secret.",
+        description="Database to connect to, overriding the one in the Secret (default, as in libpq: the user name).",
     )
     ssl_mode: SslMode | None = Field(
         default=None,
         alias="sslMode",
-        description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default: prefer.",
+        description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default, as in libpq: prefer.",
     )
     ca_secret: SecretKeyRef | None = Field(
         default=None,
         alias="caSecret",
-        description="CA certificate for verify-ca / verify-full (default key ca.crt).",
+        description="CA certificate for verify-ca / verify-full (default key ca.crt); with sslmode require the "
+        "chain is verified too, as libpq does when it has a root certificate.",
     )
 
 
