@@ -141,7 +141,6 @@ async def test_a_pool_built_from_connect_kwargs_reaches_the_primary(pair: Pair) 
         await pool.close()
 
 
-@pytest.mark.xfail(strict=True, reason="db/pools.py does not pass params.connect_kwargs() to asyncpg yet")
 async def test_the_operators_pool_registry_reaches_the_primary(pair: Pair) -> None:
     registry = PoolRegistry(max_size=2)
     try:
