@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from .common import CommonSpec, Duration, Identifier, StrictModel, TableRef, check_identifier, parse_duration
+from .common import (
+    CommonSpec,
+    Duration,
+    Identifier,
+    Schedule,
+    StrictModel,
+    TableRef,
+    check_identifier,
+    parse_duration,
+)
 
 QUANTITY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 _QUANTITY_UNITS = {
@@ -217,20 +226,6 @@ class RecallSpec(StrictModel):
             raise ValueError(f"sampleFilter: {exc.message}") from None
 
 
-class VectorSchedule(StrictModel):
-    interval: Duration = Field(
-        default="1h",
-        description="How often the index is re-observed (an index dropped or left INVALID is rebuilt).",
-    )
-
-    @field_validator("interval")
-    @classmethod
-    def _min(cls, v: str) -> str:
-        if parse_duration(v) < 1:
-            raise ValueError("schedule.interval must be at least 1s")
-        return v
-
-
 class VectorIndexSpec(CommonSpec):
     table: TableRef = Field(description="The table holding the vectors.")
     column: Identifier = Field(description="The vector column.")
@@ -256,7 +251,10 @@ class VectorIndexSpec(CommonSpec):
     )
     build: BuildSettingsSpec = Field(default_factory=BuildSettingsSpec, description="Build resources.")
     recall: RecallSpec = Field(default_factory=RecallSpec, description="Quality measurement.")
-    schedule: VectorSchedule = Field(default_factory=VectorSchedule)
+    schedule: Schedule = Field(
+        default_factory=Schedule,
+        description="When the index is re-observed (an index dropped or left INVALID is rebuilt).",
+    )
 
     @field_validator("column", "index_name")
     @classmethod
