@@ -290,9 +290,9 @@ async def test_spec_postgres_refuses_is_reported_before_any_ddl(ctx: ReconcileCo
 async def test_progress_is_published_while_a_build_runs(ctx: ReconcileContext,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import pgcurator.reconcile.context as context_module
-    import pgcurator.reconcile.index as index_module
+    import pgcurator.reconcile.index_build as index_build
 
-    monkeypatch.setattr(index_module, "PROGRESS_POLL_SECONDS", 0.02)
+    monkeypatch.setattr(index_build, "PROGRESS_POLL_SECONDS", 0.02)
     monkeypatch.setattr(context_module, "PROGRESS_MIN_INTERVAL", 0.0)
     conn = ctx.conn
     await conn.execute(SEED_002)

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..catalog.indexes import IndexObservation, build_progress, observe_indexes, reference_definitions
-from ..db.executor import RunResult, StepResult, TableLock, run_plan
-from ..errors import CuratorError
-from ..models.common import Timeouts
+from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions
+from ..db.executor import StepResult, TableLock, run_plan
 from ..models.index import IndexPolicySpec
-from ..planner.index import BuildJob, IndexPlan, plan_indexes, reference_statements
+from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
+from .index_build import BuildRun, execute
 from .outcome import Event, Outcome
 
-PROGRESS_POLL_SECONDS = 1.0
 FAILED_RETRY_SECONDS = 60.0
 LOCK_RETRY_SECONDS = 15.0
 MAX_STATUS_ROWS = 200
@@ -47,7 +40,7 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
         if plan.empty:
             status = await _status(ctx, spec, obs, plan, None)
             return Outcome.ready("UpToDate", _summary(status), status)
-        run = await execute(ctx, spec, plan)
+        run = await execute(ctx, spec, plan, step_done=lambda sr: ctx.event(_step_event(sr)))
         obs = await observe_indexes(conn, t.schema_, t.name)
         after = await _plan(conn, spec, obs)
         status = await _status(ctx, spec, obs, after, run)
@@ -59,126 +52,6 @@ async def _plan(conn: Any, spec: IndexPolicySpec, obs: IndexObservation) -> Inde
         return plan_indexes(spec, obs, {})  # raises TableNotFound
     reference = await reference_definitions(conn, spec.table.schema_, spec.table.name, reference_statements(spec))
     return plan_indexes(spec, obs, reference)
-
-
-# --- running ------------------------------------------------------------------------------------
-
-
-@dataclass
-class BuildRun(RunResult):
-    """Outcome of one plan: the step results of each phase (failed/lock_waits/applied come from
-    RunResult) and one row per build job."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failed_indexes: set[str] = field(default_factory=set)
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-async def execute(ctx: ReconcileContext, spec: IndexPolicySpec, plan: IndexPlan) -> BuildRun:
-    """before (main connection) -> jobs (parallel, own connections) -> after (main connection)."""
-    result = BuildRun()
-
-    async def step_done(sr: StepResult) -> None:
-        await ctx.event(_step_event(sr))
-
-    def absorb(run: RunResult) -> None:
-        result.steps.extend(run.steps)
-
-    absorb(await run_plan(ctx.conn, plan.before, resource=ctx.resource, timeouts=spec.timeouts, on_step=step_done))
-    if any(s.outcome != "ok" for s in result.steps):
-        # A parent index that could not be created: its partition builds cannot be attached.
-        for s in result.steps:
-            if s.outcome != "ok" and s.step.kind == "create_parent_index":
-                result.failed_indexes.add(s.step.group)  # the declared name (target may be _pgc_new)
-    await _run_jobs(ctx, spec, [j for j in plan.jobs if j.index not in result.failed_indexes], result, step_done)
-    after = Plan([s for s in plan.after.steps if not (s.group and s.group in result.failed_indexes)])
-    absorb(await run_plan(ctx.conn, after, resource=ctx.resource, timeouts=spec.timeouts, on_step=step_done))
-    return result
-
-
-async def _run_jobs(ctx: ReconcileContext, spec: IndexPolicySpec, jobs: list[BuildJob], result: BuildRun,
-                    step_done: Any) -> None:
-    if not jobs:
-        return
-    lanes: dict[str, list[BuildJob]] = defaultdict(list)
-    for job in jobs:
-        lanes[job.lane].append(job)
-    slots = asyncio.Semaphore(spec.parallelism)
-    running: dict[int, BuildJob] = {}  # backend pid -> job
-    done = 0
-
-    async def one(job: BuildJob) -> None:
-        nonlocal done
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"partition": job.partition, "index": job.index, "table": job.table}
-        try:
-            async with ctx.connection() as conn:
-                pid = conn.get_server_pid()
-                running[pid] = job
-                try:
-                    run = await run_plan(conn, Plan(list(job.steps)), resource=ctx.resource,
-                                         timeouts=spec.timeouts, on_step=step_done)
-                    bad = [s for s in run.steps if s.outcome != "ok"]
-                    if bad:
-                        await _clean_failed_build(conn, job, bad[0])
-                finally:
-                    running.pop(pid, None)
-            result.steps.extend(run.steps)
-            row["success"] = not bad
-            if bad:
-                row["error"] = bad[0].error or bad[0].outcome
-            built = next((s for s in run.steps if s.step.kind in ("create_index", "create_replacement")), None)
-            row["state"] = "failed" if bad else ("built" if built else "attached")
-        except CuratorError as exc:
-            row.update(success=False, error=exc.message, state="failed")
-        row["ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        row["rows"] = job.estimated_rows
-        if not row["success"]:
-            result.failed_indexes.add(job.index)
-        result.rows.append(row)
-        done += 1
-
-    async def lane(queue: list[BuildJob]) -> None:
-        for job in queue:
-            async with slots:
-                await one(job)
-
-    async def poll() -> None:
-        total = len(jobs)
-        while True:
-            await asyncio.sleep(PROGRESS_POLL_SECONDS)
-            try:
-                builds = await build_progress(ctx.conn, list(running))
-            except Exception:  # progress is best effort; the builds go on
-                builds = []
-            await ctx.progress({"progress": {
-                "builds": builds, "jobsDone": done, "jobsTotal": total,
-                "updatedAt": datetime.now(UTC).replace(microsecond=0).isoformat(),
-            }})
-
-    poller = asyncio.create_task(poll())
-    try:
-        await asyncio.gather(*(lane(q) for q in lanes.values()))
-    finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
-
-
-async def _clean_failed_build(conn: Any, job: BuildJob, failed: StepResult) -> None:
-    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that every write still
-    maintains: drop it now rather than on the next run (which would also find it)."""
-    if failed.step.kind not in ("create_index", "create_replacement"):
-        return
-    drop = Step("drop_failed_build", failed.step.target,
-                (f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(job.schema, failed.step.target)}",),
-                transactional=False)
-    with contextlib.suppress(CuratorError):
-        await run_plan(conn, Plan([drop]), resource="cleanup", timeouts=_cleanup_timeouts())
-
-
-def _cleanup_timeouts() -> Timeouts:
-    return Timeouts.model_validate({"lockTimeout": "5s", "statementTimeout": "10m", "lockRetries": 1})
 
 
 # --- status -----------------------------------------------------------------------------------
