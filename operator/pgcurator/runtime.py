@@ -164,8 +164,8 @@ class Worker:
         try:
             params = await self._params(spec, namespace)
             lock = self.runtime.table_lock(params, self.handler.table_of(spec))
-            async with lock, self.runtime.pools.connection(params) as conn:
-                ctx = self._context(conn, body, params)
+            async with lock, self.runtime.pools.connection(params, spec.timeouts) as conn:
+                ctx = self._context(conn, body, params, spec)
                 outcome = await self.handler.reconcile(ctx, spec)
             self._failures = 0
         except LockBusy as exc:
@@ -200,7 +200,7 @@ class Worker:
         await self._publish(body, outcome, generation)
         return outcome.requeue_after if outcome.requeue_after is not None else schedule
 
-    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams) -> ReconcileContext:
+    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams, spec: CommonSpec) -> ReconcileContext:
         meta = body["metadata"]
 
         async def emit(ev: Event) -> None:
@@ -215,7 +215,7 @@ class Worker:
         return ReconcileContext(
             conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
             params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
-            publish_progress=progress,
+            publish_progress=progress, timeouts=spec.timeouts,
         )
 
     async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
@@ -247,8 +247,8 @@ class Worker:
             spec = self.handler.model.model_validate(body.get("spec") or {})
             if self.handler.cleanup is not None and spec.deletion_policy is DeletionPolicy.Delete:
                 params = await self._params(spec, body["metadata"]["namespace"])
-                async with self.runtime.pools.connection(params) as conn:
-                    await self.handler.cleanup(self._context(conn, body, params), spec)
+                async with self.runtime.pools.connection(params, spec.timeouts) as conn:
+                    await self.handler.cleanup(self._context(conn, body, params, spec), spec)
         except Exception as exc:
             await self._post(body, Event("Warning", "CleanupFailed", f"{exc}; retrying"))
             await asyncio.sleep(RETRY_MAX)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions
 from ..db.executor import StepResult, TableLock, run_plan
+from ..db.metadata import ensure_metadata
 from ..models.index import IndexPolicySpec
 from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
@@ -23,6 +24,7 @@ MAX_STATUS_ROWS = 200
 async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> Outcome:
     t = spec.table
     conn = ctx.conn
+    await ensure_metadata(conn)
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
         plan = await _plan(conn, spec, obs)
