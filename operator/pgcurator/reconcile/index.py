@@ -8,12 +8,14 @@ from typing import Any
 from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions
 from ..db.executor import StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
+from ..db.ownership import owner_of, release_all
 from ..models.index import IndexPolicySpec
 from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
 from .index_build import BuildRun, execute
+from .index_claims import INDEX, claim_indexes, conflict_message, managed_by_others, release_undeclared
 from .outcome import Event, Outcome
 
 FAILED_RETRY_SECONDS = 60.0
@@ -24,14 +26,27 @@ MAX_STATUS_ROWS = 200
 async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> Outcome:
     t = spec.table
     conn = ctx.conn
+    acting = not (spec.dry_run or spec.suspend)
     await ensure_metadata(conn)
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
-        plan = await _plan(conn, spec, obs)
-        if spec.dry_run or spec.suspend:
-            status = await _status(ctx, spec, obs, plan, None)
+        if not obs.exists:
+            plan_indexes(spec, obs, {})  # raises TableNotFound
+        # Claimed before anything is built or adopted: a crash later leaves nothing unowned.
+        conflicts = await claim_indexes(ctx, t.schema_, [d.name for d in spec.indexes], write=acting)
+        if acting:
+            await release_undeclared(ctx, t.schema_, [d.name for d in spec.indexes])
+        managed = spec.model_copy(update={"indexes": [d for d in spec.indexes if d.name not in conflicts]})
+        foreign = await managed_by_others(conn, {t.schema_, *(p.schema for p in obs.partitions)}, ctx.resource)
+        # PostgreSQL's own text of each declared index: built once per run on a scratch table.
+        reference = await reference_definitions(conn, t.schema_, t.name, reference_statements(managed))
+        plan = plan_indexes(managed, obs, reference, foreign)
+        if not acting:
+            status = await _status(ctx, spec, obs, plan, None, conflicts)
             status["plan"] = plan.statements()
             mode = "dryRun" if spec.dry_run else "suspended"
+            if conflicts:
+                return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
             if plan.empty:
                 return Outcome.ready("UpToDate", f"{mode}: nothing to change; " + _summary(status), status)
             return Outcome.progressing(
@@ -39,21 +54,18 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
                 f"{mode}: {len(plan.statements())} statements planned and not run (see status.plan)",
                 status,
             )
-        if plan.empty:
-            status = await _status(ctx, spec, obs, plan, None)
-            return Outcome.ready("UpToDate", _summary(status), status)
-        run = await execute(ctx, spec, plan, step_done=lambda sr: ctx.event(_step_event(sr)))
-        obs = await observe_indexes(conn, t.schema_, t.name)
-        after = await _plan(conn, spec, obs)
-        status = await _status(ctx, spec, obs, after, run)
+        run: BuildRun | None = None
+        if not plan.empty:
+            run = await execute(ctx, managed, plan, step_done=lambda sr: ctx.event(_step_event(sr)))
+            # The state the run left, for the status (the reference definitions are still good).
+            obs = await observe_indexes(conn, t.schema_, t.name)
+            plan = plan_indexes(managed, obs, reference, foreign)
+        status = await _status(ctx, spec, obs, plan, run, conflicts)
+    if conflicts:
+        return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
+    if run is None:
+        return Outcome.ready("UpToDate", _summary(status), status)
     return _outcome(run, status)
-
-
-async def _plan(conn: Any, spec: IndexPolicySpec, obs: IndexObservation) -> IndexPlan:
-    if not obs.exists:
-        return plan_indexes(spec, obs, {})  # raises TableNotFound
-    reference = await reference_definitions(conn, spec.table.schema_, spec.table.name, reference_statements(spec))
-    return plan_indexes(spec, obs, reference)
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -80,7 +92,7 @@ def _index_states(spec: IndexPolicySpec, obs: IndexObservation) -> list[dict[str
 
 
 async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObservation, plan: IndexPlan,
-                  run: BuildRun | None) -> dict[str, Any]:
+                  run: BuildRun | None, conflicts: dict[str, str]) -> dict[str, Any]:
     from .index_report import analysis_status
 
     status: dict[str, Any] = {
@@ -113,6 +125,7 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
     # Always written (status is merge-patched: an absent key would keep an old value).
     status["notes"] = plan.notes[:20]
     status["undeclared"] = plan.prunable[:50]
+    status["conflicts"] = [{"index": n, "managedBy": h} for n, h in sorted(conflicts.items())]
     if run is not None:
         status["lastRun"] = {
             "startedAt": run.started.isoformat(),
@@ -175,11 +188,13 @@ SELECT DISTINCT target FROM pgcurator.history
 
 async def cleanup_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> None:
     """deletionPolicy: Delete. Drops the declared indexes this resource built (recorded in
-    pgcurator.history), never one backing a constraint; dropping an index loses no data."""
+    pgcurator.history) and still manages, never one backing a constraint or managed by another
+    resource; dropping an index loses no data. Then gives up its claims."""
     t = spec.table
     conn = ctx.conn
     if not await conn.fetchval("SELECT to_regclass('pgcurator.history') IS NOT NULL"):
         return
+    await ensure_metadata(conn)
     created = {r[0] for r in await conn.fetch(_CREATED_SQL, ctx.resource)}
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
@@ -188,10 +203,14 @@ async def cleanup_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> 
             info = obs.index(decl.name)
             if info is None or info.backs_constraint or decl.name not in created:
                 continue
+            if await owner_of(conn, INDEX, info.schema, info.name) not in (None, ctx.resource):
+                continue
             target = qualified(info.schema, info.name)
             if info.partitioned:
                 plan.steps.append(Step("drop_index", info.name, (f"DROP INDEX IF EXISTS {target}",)))
             else:
                 plan.steps.append(Step("drop_index", info.name, (f"DROP INDEX CONCURRENTLY IF EXISTS {target}",),
                                        transactional=False))
-        await run_plan(conn, plan, resource=ctx.resource, timeouts=spec.timeouts)
+        run = await run_plan(conn, plan, resource=ctx.resource, timeouts=spec.timeouts)
+        if not run.failed and not run.lock_waits:
+            await release_all(conn, ctx.resource)

@@ -16,6 +16,7 @@ import asyncpg
 from ..catalog.vectors import observe_vector_table
 from ..db.executor import StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
+from ..db.ownership import ConflictingManager, owner_of, release_all
 from ..errors import PlanError
 from ..models.common import parse_duration
 from ..models.vector import VectorIndexSpec, spec_summary
@@ -34,6 +35,7 @@ from ..planner.vector import (
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
+from .index_claims import INDEX, claim_indexes, conflict_message
 from .outcome import Condition, Event, Outcome
 from .partition import _step_event as step_event
 from .vector_recall import measure_recall, recall_config_hash
@@ -297,6 +299,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
     previous = _previous(ctx)
     await ensure_metadata(ctx.conn)
     async with TableLock(ctx.conn, t.schema_, t.name):
+        await _claim(ctx, spec, names.target, write=False)  # first: a name taken by another resource says who
         obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column,
                                          [names.target, names.temp, names.old], spec.where)
         if obs.extension_version is None and not (spec.dry_run or spec.suspend):
@@ -305,6 +308,8 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
             obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column,
                                              [names.target, names.temp, names.old], spec.where)
         vplan = plan_vector_index(spec, obs)
+        # Claimed before it is built or adopted; an index another resource manages is left alone.
+        await _claim(ctx, spec, names.target, write=not (spec.dry_run or spec.suspend))
         status: dict[str, Any] = {
             "table": t.qualified,
             "definition": spec_summary(spec),
@@ -387,6 +392,12 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
     return _finish(outcome, status)
 
 
+async def _claim(ctx: ReconcileContext, spec: VectorIndexSpec, name: str, *, write: bool) -> None:
+    conflicts = await claim_indexes(ctx, spec.table.schema_, [name], write=write)
+    if conflicts:
+        raise ConflictingManager(conflict_message(ctx.resource, conflicts))
+
+
 def _finish(outcome: Outcome, status: dict[str, Any]) -> Outcome:
     cond = _spill_condition(status.get("build"))
     if cond is not None:
@@ -449,7 +460,12 @@ async def cleanup_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -> 
         "WHERE n.nspname = $1 AND c.relname = $2", t.schema_, names.target)
     if not (comment or "").startswith(COMMENT_PREFIX):
         return
+    await ensure_metadata(ctx.conn)
+    if await owner_of(ctx.conn, INDEX, t.schema_, names.target) not in (None, ctx.resource):
+        return  # another resource manages it now
     steps = [Step("drop_index", n, (f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(t.schema_, n)}",),
                   transactional=False) for n in (names.target, names.temp, names.old)]
     async with TableLock(ctx.conn, t.schema_, t.name):
-        await run_plan(ctx.conn, Plan(steps), resource=ctx.resource, timeouts=spec.timeouts)
+        run = await run_plan(ctx.conn, Plan(steps), resource=ctx.resource, timeouts=spec.timeouts)
+        if not run.failed and not run.lock_waits:
+            await release_all(ctx.conn, ctx.resource)
