@@ -45,6 +45,7 @@ class IndexInfo:
     scans: int = 0
     last_scan: datetime | None = None
     created_at: datetime | None = None  # from our history, when we built it
+    comment: str | None = None
 
     @property
     def backs_constraint(self) -> bool:
@@ -111,6 +112,7 @@ SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name,
          WHERE ih.inhrelid = i.indexrelid LIMIT 1) AS parent_index,
        ic.relkind = 'I' AS partitioned,
        ts.spcname::text AS tablespace,
+       pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
        CASE WHEN ic.relkind = 'I' THEN
             coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_partition_tree(i.indexrelid) d
                        WHERE d.isleaf), 0)
@@ -157,6 +159,7 @@ def _index(r: Any) -> IndexInfo:
         size_bytes=int(r["size"] or 0),
         scans=int(r["scans"] or 0),
         last_scan=r["last_scan"],
+        comment=r["comment"],
     )
 
 

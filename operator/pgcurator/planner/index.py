@@ -26,6 +26,7 @@ from ..errors import PlanError
 from ..models.index import IndexDecl, IndexPolicySpec
 from ..sql.quote import fit_identifier, ident, qualified
 from ..sql.statements import Plan, Step
+from .vector import COMMENT_PREFIX as VECTOR_MARKER
 
 NEW_SUFFIX = "_pgc_new"
 OLD_SUFFIX = "_pgc_old"
@@ -358,6 +359,8 @@ def _plan_prune(plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation, f
         if info.name in ours or info.backs_constraint:
             continue
         holder = foreign.get((info.schema, info.name))
+        if holder is None and (info.comment or "").startswith(VECTOR_MARKER):
+            holder = "a VectorIndex"  # built before claims were recorded; it claims it on its next run
         if holder is not None:
             if spec.prune:
                 plan.notes.append(f"index {info.name} is managed by {holder}: not pruned")
