@@ -10,7 +10,7 @@ refused before anything touches the real table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,7 @@ class PartitionTable:
     relkind: str  # r plain, p partitioned (nested), f foreign
     estimated_rows: int
     indexes: list[IndexInfo] = field(default_factory=list)
+    oid: int = 0
 
 
 @dataclass
@@ -71,6 +72,7 @@ class IndexObservation:
     partitions: list[PartitionTable] = field(default_factory=list)
     estimated_rows: int = 0
     stats_reset: datetime | None = None
+    oid: int = 0
 
     @property
     def partitioned(self) -> bool:
@@ -169,26 +171,37 @@ async def observe_indexes(conn: Any, schema: str, name: str) -> IndexObservation
     if row is None:
         return obs
     obs.exists = True
+    obs.oid = int(row["oid"])
     obs.relkind = row["relkind"]
     obs.estimated_rows = int(row["est_rows"])
-    oids = [row["oid"]]
-    by_oid: dict[int, PartitionTable] = {}
     if obs.relkind == "p":
         for r in await conn.fetch(_PARTITIONS_SQL, row["oid"]):
-            part = PartitionTable(schema=r[1], name=r[2], relkind=r[3], estimated_rows=int(r[4]))
-            obs.partitions.append(part)
-            by_oid[int(r[0])] = part
-            oids.append(r[0])
-    for r in await conn.fetch(_INDEXES_SQL, oids):
-        info = _index(r)
-        if r["table_oid"] == row["oid"]:
-            obs.indexes.append(info)
-        else:
-            by_oid[int(r["table_oid"])].indexes.append(info)
+            obs.partitions.append(PartitionTable(schema=r[1], name=r[2], relkind=r[3], estimated_rows=int(r[4]),
+                                                 oid=int(r[0])))
+    await _read_indexes(conn, obs)
     obs.stats_reset = await conn.fetchval(
-        "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
+        "SELECT stats_reset FROM pg_catalog.pg_stat_database WHERE datname = current_database()"
     )
     return obs
+
+
+async def reread_indexes(conn: Any, obs: IndexObservation) -> IndexObservation:
+    """The same table and partitions with their indexes read again (one query): what a run that
+    built or dropped indexes left, for its status."""
+    fresh = replace(obs, indexes=[], partitions=[replace(p, indexes=[]) for p in obs.partitions])
+    if fresh.exists:
+        await _read_indexes(conn, fresh)
+    return fresh
+
+
+async def _read_indexes(conn: Any, obs: IndexObservation) -> None:
+    by_oid = {p.oid: p for p in obs.partitions}
+    for r in await conn.fetch(_INDEXES_SQL, [obs.oid, *by_oid]):
+        info = _index(r)
+        if r["table_oid"] == obs.oid:
+            obs.indexes.append(info)
+        elif int(r["table_oid"]) in by_oid:
+            by_oid[int(r["table_oid"])].indexes.append(info)
 
 
 async def reference_definitions(

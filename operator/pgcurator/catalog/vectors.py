@@ -41,6 +41,7 @@ class VectorObservation:
     extension_version: str | None = None  # installed in this database
     extension_available: str | None = None  # default_version the server offers
     table_exists: bool = False
+    table_oid: int | None = None
     relkind: str | None = None
     column: VectorColumn | None = None
     estimated_rows: int = 0  # rows the index would cover (non-null, matching the predicate)
@@ -92,6 +93,11 @@ async def vector_indexes(conn: Any, table_oid: int) -> list[ExistingVectorIndex]
     return [index_from_row(r) for r in await conn.fetch(_INDEXES, table_oid, list(VECTOR_AMS))]
 
 
+async def read_vector_index(conn: Any, table_oid: int, name: str) -> ExistingVectorIndex | None:
+    """One index of the table as it is now (after a build: its size and rows for the status)."""
+    return next((i for i in await vector_indexes(conn, table_oid) if i.name == name), None)
+
+
 async def estimate_rows(conn: Any, schema: str, table: str, column: str, where: str | None) -> int:
     """The planner's estimate of the rows the index covers: cheap on any table size."""
     cond = f"{ident(column)} IS NOT NULL" + (f" AND ({where})" if where else "")
@@ -114,7 +120,7 @@ async def observe_vector_table(
     if row is None:
         return obs
     oid = row["oid"]
-    obs.table_exists, obs.relkind = True, row["relkind"]
+    obs.table_exists, obs.table_oid, obs.relkind = True, int(oid), row["relkind"]
     col = await conn.fetchrow(_COLUMN, oid, column)
     if col is not None:
         typname, typmod = col["typname"], col["atttypmod"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions
+from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions, reread_indexes
 from ..db.executor import StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import owner_of, release_all
@@ -57,8 +57,9 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
         run: BuildRun | None = None
         if not plan.empty:
             run = await execute(ctx, managed, plan, step_done=lambda sr: ctx.event(_step_event(sr)))
-            # The state the run left, for the status (the reference definitions are still good).
-            obs = await observe_indexes(conn, t.schema_, t.name)
+            # What the run left, for the status: the indexes read again (the table, its partitions and
+            # the reference definitions are those observed above).
+            obs = await reread_indexes(conn, obs)
             plan = plan_indexes(managed, obs, reference, foreign)
         status = await _status(ctx, spec, obs, plan, run, conflicts)
     if conflicts:

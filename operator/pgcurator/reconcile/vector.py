@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from ..catalog.vectors import observe_vector_table
+from ..catalog.vectors import observe_vector_table, read_vector_index
 from ..db.executor import StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import ConflictingManager, owner_of, release_all
@@ -302,11 +302,11 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
         await _claim(ctx, spec, names.target, write=False)  # first: a name taken by another resource says who
         obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column,
                                          [names.target, names.temp, names.old], spec.where)
-        if obs.extension_version is None and not (spec.dry_run or spec.suspend):
-            if obs.extension_available is not None:
-                await _ensure_extension(ctx, spec)
-            obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column,
-                                             [names.target, names.temp, names.old], spec.where)
+        if obs.extension_version is None and obs.extension_available and not (spec.dry_run or spec.suspend):
+            await _ensure_extension(ctx, spec)
+            # Nothing else needs reading again: without the extension no column could be a vector, so
+            # the plan below refuses the table exactly as a fresh observation would.
+            obs = replace(obs, extension_version=obs.extension_available)
         vplan = plan_vector_index(spec, obs)
         # Claimed before it is built or adopted; an index another resource manages is left alone.
         await _claim(ctx, spec, names.target, write=not (spec.dry_run or spec.suspend))
@@ -352,9 +352,10 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
             return _finish(Outcome.degraded("BuildFailed", f"building {report.index} failed: {report.error}", status),
                            status)
 
-        # The index as it is now.
-        obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column, [names.target], spec.where)
+        # The index as it is now (the rest of the observation still holds).
         idx = obs.indexes.get(names.target)
+        if vplan.plan.steps and obs.table_oid is not None:
+            idx = await read_vector_index(ctx.conn, obs.table_oid, names.target)
         status["index"] = _index_status(spec, idx)
         if report is not None and idx is not None:
             status["build"]["sizeBytes"] = idx.size_bytes
