@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,9 +31,12 @@ from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
 
+log = logging.getLogger("pgcurator")
 PROGRESS_POLL_SECONDS = 1.0
-# How long a cancelled lane waits for its backend to acknowledge the cancel before terminating it.
-STOP_WAIT_SECONDS = 15.0
+# How long a cancelled lane waits for its backend to acknowledge the cancel before terminating it,
+# and then for the terminated backend to be gone.
+ANSWER_WAIT_SECONDS = 15.0
+GONE_WAIT_SECONDS = 60.0
 BUILD_KINDS = ("create_index", "create_replacement")
 CLEANUP_TIMEOUTS = Timeouts.model_validate({"lockTimeout": "5s", "statementTimeout": "10m", "lockRetries": 1})
 # A stopping run drops its half-built index only if that is quick; otherwise the next run does.
@@ -124,7 +128,10 @@ async def _one(ctx: ReconcileContext, spec: IndexPolicySpec, job: BuildJob, resu
             except asyncio.CancelledError:
                 # Another lane failed (or the run is being stopped): this lane's statement must be
                 # gone from the server before the connection goes back and the table lock is freed.
-                await _to_completion(_abandon(ctx, conn, pid, job, len(finished), started))
+                try:
+                    await _to_completion(_abandon(ctx, conn, pid, job, len(finished), started))
+                except Exception as exc:  # the lane is stopping either way
+                    log.warning("stopping the build of %s on %s: %s", job.index, job.table, exc)
                 raise
             finally:
                 running.pop(pid, None)
@@ -144,15 +151,18 @@ async def _one(ctx: ReconcileContext, spec: IndexPolicySpec, job: BuildJob, resu
 
 
 async def _to_completion(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a bounded clean-up to its end even if the task is cancelled again meanwhile."""
+    """Run a bounded clean-up to its end even if the task is cancelled meanwhile; a cancellation
+    that came in is raised once it is done."""
     task = asyncio.ensure_future(coro)
-    while True:
+    cancelled = False
+    while not task.done():
         try:
-            return await asyncio.shield(task)
+            await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.done():
-                raise
-            continue  # the clean-up has its own deadline
+            cancelled = True  # the clean-up has its own deadlines
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 async def _abandon(ctx: ReconcileContext, conn: Any, pid: int, job: BuildJob, steps_done: int,
@@ -175,18 +185,20 @@ async def _wait_stopped(ctx: ReconcileContext, conn: Any, pid: int) -> bool:
     """Wait until the backend has acknowledged the cancel (True: the connection is usable);
     otherwise terminate it from another session and wait for it to leave pg_stat_activity."""
     try:
-        async with asyncio.timeout(STOP_WAIT_SECONDS):
+        async with asyncio.timeout(ANSWER_WAIT_SECONDS):
             # asyncpg sent a cancel request when the task was cancelled; this query runs only once the
             # server answered the cancelled statement, so the backend is idle when it returns.
             await conn.fetchval("SELECT 1")
         return True
     except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         pass
-    conn.terminate()
+    conn.terminate()  # closing the socket alone does not stop a CREATE INDEX on the server
     async with ctx.connection() as other:
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        deadline = time.monotonic() + GONE_WAIT_SECONDS
         while await other.fetchval("SELECT pg_catalog.pg_terminate_backend($1)", pid):
             if time.monotonic() > deadline:
+                log.error("backend %s of a stopped index build is still running after %.0f s", pid,
+                          GONE_WAIT_SECONDS)
                 break
             await asyncio.sleep(0.05)
     return False
