@@ -114,6 +114,25 @@ async def test_resources_on_one_table_keep_each_others_indexes(base: ReconcileCo
             assert DECLARED <= set(now), (order, name, set(now))
             assert {k: now[k] for k in first} == first, f"rebuilt after {name} in {order}"
 
+    # B's replacement was interrupted (a crash left its _pgc_new build): A's prune leaves it to B.
+    await conn.execute("CREATE INDEX idx_docs_author_pgc_new ON docs (author, id)")
+    assert reason(await runs["a"]()) == "UpToDate"
+    assert "idx_docs_author_pgc_new" in await oids(conn)
+    # B changes its definition: the swap keeps B as the manager of idx_docs_author.
+    out = await reconcile_index_policy(b, policy(("idx_docs_author", "author"), ("idx_docs_b2", "id")))
+    assert reason(out) == "Applied", out.conditions
+    swapped = await reconcile_index_policy(b, IndexPolicySpec.model_validate({
+        **policy().model_dump(by_alias=True, exclude={"indexes"}),
+        "indexes": [{"name": "idx_docs_author", "columns": [{"column": "author"}, {"column": "id"}]}]}))
+    assert reason(swapped) == "Applied", swapped.conditions
+    assert [c["step"] for c in swapped.status["lastRun"]["changes"]][-2:] == ["swap_index", "drop_replaced"]
+    owners = dict(await conn.fetch("SELECT object_name, resource FROM pgcurator.owners WHERE object_kind = 'index'"))
+    assert owners == {"idx_docs_title": a.resource, "idx_docs_author": b.resource, HNSW: v.resource}
+    # idx_docs_b2, no longer declared by B, was given up: A's prune now drops it, and only it.
+    out = await runs["a"]()
+    assert reason(out) == "Applied" and [c["target"] for c in out.status["lastRun"]["changes"]] == ["idx_docs_b2"]
+    assert {"idx_docs_author", "idx_docs_b2"} & set(await oids(conn)) == {"idx_docs_author"}
+
 
 async def test_a_second_claim_on_an_index_is_refused_naming_the_manager(base: ReconcileContext) -> None:
     conn = base.conn
