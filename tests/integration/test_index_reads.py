@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 TABLE_LOOKUP = "greatest(c.reltuples, 0)::bigint AS est_rows"  # catalog.indexes: the table's shape
 SCRATCH_TABLE = "CREATE TEMP TABLE pgcurator_shape"  # catalog.indexes.reference_definitions
-VECTOR_OBSERVATION = "SELECT extversion FROM pg_extension"  # catalog.vectors.observe_vector_table
+VECTOR_OBSERVATION = "SELECT extversion FROM"  # catalog.vectors.observe_vector_table
 
 
 class Counting:

@@ -84,15 +84,15 @@ class IndexObservation:
 
 _TABLE_SQL = """
 SELECT c.oid, c.relkind::text, greatest(c.reltuples, 0)::bigint AS est_rows
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm')
 """
 
 _PARTITIONS_SQL = """
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, greatest(c.reltuples, 0)::bigint
-  FROM pg_inherits i
-  JOIN pg_class c ON c.oid = i.inhrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE i.inhparent = $1 AND NOT i.inhdetachpending
  ORDER BY c.relname
 """
@@ -103,37 +103,37 @@ SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name,
        i.indrelid AS table_oid,
        pg_get_indexdef(i.indexrelid) AS definition, am.amname::text AS method,
        i.indisvalid AS valid, i.indisunique AS unique, i.indisprimary AS primary,
-       (SELECT con.conname::text FROM pg_constraint con
+       (SELECT con.conname::text FROM pg_catalog.pg_constraint con
          WHERE con.conindid = i.indexrelid AND con.contype IN ('p', 'u', 'x') LIMIT 1) AS constraint,
        ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k) AS keys,
        ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
                FROM generate_series(i.indnkeyatts + 1, i.indnatts) k) AS include,
        pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
        i.indclass::text AS opclasses, i.indoption::text AS options, i.indcollation::text AS collations,
-       (SELECT pc.relname::text FROM pg_inherits ih JOIN pg_class pc ON pc.oid = ih.inhparent
+       (SELECT pc.relname::text FROM pg_catalog.pg_inherits ih JOIN pg_catalog.pg_class pc ON pc.oid = ih.inhparent
          WHERE ih.inhrelid = i.indexrelid LIMIT 1) AS parent_index,
        ic.relkind = 'I' AS partitioned,
        ts.spcname::text AS tablespace,
        pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
        CASE WHEN ic.relkind = 'I' THEN
-            coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_partition_tree(i.indexrelid) d
+            coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
                        WHERE d.isleaf), 0)
             ELSE pg_relation_size(i.indexrelid) END::bigint AS size,
        CASE WHEN ic.relkind = 'I' THEN
-            coalesce((SELECT sum(s.idx_scan) FROM pg_partition_tree(i.indexrelid) d
-                       JOIN pg_stat_all_indexes s ON s.indexrelid = d.relid WHERE d.isleaf), 0)
+            coalesce((SELECT sum(s.idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
+                       JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = d.relid WHERE d.isleaf), 0)
             ELSE coalesce(s.idx_scan, 0) END::bigint AS scans,
        CASE WHEN ic.relkind = 'I' THEN
-            (SELECT max(s2.last_idx_scan) FROM pg_partition_tree(i.indexrelid) d
-               JOIN pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
+            (SELECT max(s2.last_idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
+               JOIN pg_catalog.pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
             ELSE s.last_idx_scan END AS last_scan
-  FROM pg_index i
-  JOIN pg_class ic ON ic.oid = i.indexrelid
-  JOIN pg_class t ON t.oid = i.indrelid
-  JOIN pg_namespace n ON n.oid = ic.relnamespace
-  JOIN pg_am am ON am.oid = ic.relam
-  LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
-  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
+  JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+  LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = ic.reltablespace
+  LEFT JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
  WHERE i.indrelid = ANY($1::oid[])
  ORDER BY ic.relname
 """
@@ -229,7 +229,7 @@ async def reference_definitions(
             except asyncpg.PostgresError as exc:
                 raise SpecError(f"index {name}: PostgreSQL refuses the declared definition: {exc}") from None
             out[name] = await conn.fetchval(
-                "SELECT pg_get_indexdef(c.oid) FROM pg_class c WHERE c.relname = $1 "
+                "SELECT pg_get_indexdef(c.oid) FROM pg_catalog.pg_class c WHERE c.relname = $1 "
                 "AND c.relnamespace = pg_my_temp_schema()",
                 shape_index_name(i),
             )
@@ -250,7 +250,7 @@ _PROGRESS_SQL = """
 SELECT p.pid, p.relid::regclass::text AS table,
        CASE WHEN p.index_relid <> 0 THEN p.index_relid::regclass::text END AS index, p.phase,
        p.blocks_total, p.blocks_done, p.tuples_total, p.tuples_done, p.lockers_total, p.lockers_done
-  FROM pg_stat_progress_create_index p
+  FROM pg_catalog.pg_stat_progress_create_index p
  WHERE p.pid = ANY($1::int[])
 """
 

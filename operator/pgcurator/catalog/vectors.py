@@ -58,17 +58,17 @@ SELECT c.relname AS name, i.indisvalid AS valid, am.amname AS method, opc.opcnam
        a.attname AS column, c.reloptions AS options, pg_get_expr(i.indpred, i.indrelid) AS predicate,
        obj_description(c.oid, 'pg_class') AS comment, pg_relation_size(c.oid) AS size,
        c.reltuples AS tuples, pg_get_indexdef(c.oid) AS definition
-  FROM pg_index i
-  JOIN pg_class c ON c.oid = i.indexrelid
-  JOIN pg_am am ON am.oid = c.relam
-  JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+  JOIN pg_catalog.pg_am am ON am.oid = c.relam
+  JOIN pg_catalog.pg_opclass opc ON opc.oid = i.indclass[0]
+  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
  WHERE i.indrelid = $1 AND am.amname = ANY($2::text[])
 """
 
 _COLUMN = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type_name, t.typname, a.atttypmod
-  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 """
 
@@ -110,12 +110,12 @@ async def observe_vector_table(
     conn: Any, schema: str, table: str, column: str, names: list[str], where: str | None = None
 ) -> VectorObservation:
     obs = VectorObservation()
-    obs.extension_version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    obs.extension_version = await conn.fetchval("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector'")
     obs.extension_available = await conn.fetchval(
-        "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+        "SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'vector'")
     obs.max_parallel_workers = int(await conn.fetchval("SELECT current_setting('max_parallel_workers')::int"))
     row = await conn.fetchrow(
-        "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm')", schema, table)
     if row is None:
         return obs
@@ -133,13 +133,13 @@ async def observe_vector_table(
             obs.other_indexes.append(idx.name)
     # A relation of one of our names that is not a vector index of this table blocks the build.
     clash = await conn.fetch(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])", schema, list(managed - set(obs.indexes)))
     if clash:
         raise PlanError(f"{schema}.{clash[0]['relname']} already exists and is not a vector index on "
                         f"{schema}.{table}.{column}: choose another indexName", reason="NameConflict")
     obs.build_in_progress = bool(await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = $1", oid))
+        "SELECT count(*) FROM pg_catalog.pg_stat_progress_create_index WHERE relid = $1", oid))
     if obs.column is not None and obs.column.base_type in ("vector", "halfvec", "bit", "sparsevec"):
         obs.estimated_rows = await estimate_rows(conn, schema, table, column, where)
         if obs.column.base_type == "sparsevec":

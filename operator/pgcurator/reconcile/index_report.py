@@ -58,7 +58,7 @@ async def _analysis(conn: Any, spec: IndexPolicySpec, obs: IndexObservation, now
     window = timedelta(seconds=parse_duration(spec.analysis.unused_after))
     temporary = {new_name(d.name) for d in spec.indexes} | {old_name(d.name) for d in spec.indexes}
     oids = await conn.fetch(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
         t.schema_, [t.name, *[p.name for p in obs.partitions]],
     )

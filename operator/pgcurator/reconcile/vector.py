@@ -264,7 +264,7 @@ async def cleanup_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -> 
     t = spec.table
     names = index_names(spec)
     comment = await ctx.conn.fetchval(
-        "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = $2", t.schema_, names.target)
     if not (comment or "").startswith(COMMENT_PREFIX):
         return

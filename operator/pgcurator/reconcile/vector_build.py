@@ -30,8 +30,8 @@ DSM_FIX = ("the server's dynamic shared memory is too small for a parallel build
 
 _PROGRESS_SQL = """
 SELECT p.phase, p.blocks_total, p.blocks_done, p.tuples_total, p.tuples_done, p.lockers_total, p.lockers_done,
-       (SELECT count(*) FROM pg_stat_activity a WHERE a.leader_pid = p.pid) AS workers
-  FROM pg_stat_progress_create_index p WHERE p.pid = $1
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.leader_pid = p.pid) AS workers
+  FROM pg_catalog.pg_stat_progress_create_index p WHERE p.pid = $1
 """
 
 
@@ -125,8 +125,8 @@ async def _drop_if_invalid(ctx: ReconcileContext, spec: VectorIndexSpec, name: s
     """Remove the INVALID leftover a failed CREATE INDEX CONCURRENTLY leaves behind."""
     t = spec.table
     invalid = await ctx.conn.fetchval(
-        "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2", t.schema_, name)
+        "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2", t.schema_, name)
     if invalid:
         step = Step("drop_index", name, (f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(t.schema_, name)}",),
                     transactional=False, description="INVALID leftover of the failed build")
