@@ -21,7 +21,8 @@ from pgcurator.db.pools import PoolRegistry
 from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.errors import PlanError
 from pgcurator.models.vector import VectorIndexSpec
-from pgcurator.planner.vector import hnsw_element_bytes, index_names
+from pgcurator.planner.vector import index_names
+from pgcurator.planner.vector_memory import hnsw_element_bytes
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Event, Outcome
 from pgcurator.reconcile.vector import reconcile_vector_index

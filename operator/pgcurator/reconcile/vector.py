@@ -17,11 +17,11 @@ from ..models.vector import VectorIndexSpec, spec_summary
 from ..planner.vector import (
     COMMENT_PREFIX,
     VectorPlan,
-    fmt_bytes,
     index_names,
     plan_vector_index,
     resolved_options,
 )
+from ..planner.vector_memory import fmt_bytes
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext

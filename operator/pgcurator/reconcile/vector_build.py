@@ -16,7 +16,13 @@ import asyncpg
 
 from ..db.executor import StepResult, run_plan
 from ..models.vector import VectorIndexSpec
-from ..planner.vector import BuildSettings, fewer_workers, fmt_bytes, hnsw_element_bytes, is_dsm_failure
+from ..planner.vector_memory import (
+    BuildSettings,
+    fewer_workers,
+    fmt_bytes,
+    hnsw_element_bytes,
+    is_dsm_failure,
+)
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
