@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import PlanError
+from ..models.pgvector import MAX_TYPE_DIMENSIONS, select_opclass, version_ok
 from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Plan, Step
 from .vector_memory import (
@@ -24,86 +25,6 @@ from .vector_memory import (
 if TYPE_CHECKING:
     from ..catalog.vectors import ExistingVectorIndex, VectorObservation
     from ..models.vector import VectorIndexSpec
-
-# ----------------------------------------------------------------------------- pgvector's rules
-
-# (type, metric) -> (operator class, the methods that support it). From pgvector 0.8's README:
-# ivfflat has no l1 / jaccard / sparsevec support.
-OPCLASSES: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
-    ("vector", "l2"): ("vector_l2_ops", frozenset({"hnsw", "ivfflat"})),
-    ("vector", "innerProduct"): ("vector_ip_ops", frozenset({"hnsw", "ivfflat"})),
-    ("vector", "cosine"): ("vector_cosine_ops", frozenset({"hnsw", "ivfflat"})),
-    ("vector", "l1"): ("vector_l1_ops", frozenset({"hnsw"})),
-    ("halfvec", "l2"): ("halfvec_l2_ops", frozenset({"hnsw", "ivfflat"})),
-    ("halfvec", "innerProduct"): ("halfvec_ip_ops", frozenset({"hnsw", "ivfflat"})),
-    ("halfvec", "cosine"): ("halfvec_cosine_ops", frozenset({"hnsw", "ivfflat"})),
-    ("halfvec", "l1"): ("halfvec_l1_ops", frozenset({"hnsw"})),
-    ("bit", "hamming"): ("bit_hamming_ops", frozenset({"hnsw", "ivfflat"})),
-    ("bit", "jaccard"): ("bit_jaccard_ops", frozenset({"hnsw"})),
-    ("sparsevec", "l2"): ("sparsevec_l2_ops", frozenset({"hnsw"})),
-    ("sparsevec", "innerProduct"): ("sparsevec_ip_ops", frozenset({"hnsw"})),
-    ("sparsevec", "cosine"): ("sparsevec_cosine_ops", frozenset({"hnsw"})),
-    ("sparsevec", "l1"): ("sparsevec_l1_ops", frozenset({"hnsw"})),
-}
-
-# The distance operator each metric is queried with.
-OPERATORS: dict[str, str] = {
-    "l2": "<->", "innerProduct": "<#>", "cosine": "<=>", "l1": "<+>", "hamming": "<~>", "jaccard": "<%>",
-}
-
-# Largest indexable dimension per type (HNSW and IVFFlat alike); sparsevec: non-zero elements.
-MAX_INDEX_DIMENSIONS: dict[str, int] = {"vector": 2000, "halfvec": 4000, "bit": 64000}
-# What the types themselves allow (a column can be wider than an index can cover).
-MAX_TYPE_DIMENSIONS: dict[str, int] = {"vector": 16000, "halfvec": 16000, "bit": 83886080,
-                                       "sparsevec": 1_000_000_000}
-
-# Known data-corrupting bugs were fixed in pgvector 0.8.4: older installs are reported, not used.
-MIN_PGVECTOR = (0, 8, 4)
-
-
-def select_opclass(type_: str, metric: str, method: str) -> str:
-    """The operator class for type x metric x method, or PlanError with what would work instead."""
-    entry = OPCLASSES.get((type_, metric))
-    if entry is None:
-        fits = sorted(m for (t, m) in OPCLASSES if t == type_)
-        raise PlanError(f"metric {metric} does not apply to {type_}; {type_} supports {', '.join(fits)}",
-                        reason="InvalidSpec")
-    opclass, methods = entry
-    if method not in methods:
-        raise PlanError(f"{method} cannot index {type_} with metric {metric}; use method "
-                        f"{' or '.join(sorted(methods))}", reason="InvalidSpec")
-    return opclass
-
-
-def spec_problems(spec: VectorIndexSpec) -> list[str]:
-    """Every rule the spec breaks (empty: fine). Called by the model validator."""
-    problems: list[str] = []
-    t, metric, method = spec.type.value, spec.metric.value, spec.method.value
-    try:
-        select_opclass(t, metric, method)
-    except PlanError as exc:
-        problems.append(exc.message)
-    limit = MAX_INDEX_DIMENSIONS.get(t)
-    if limit is not None and spec.dimensions > limit:
-        problems.append(f"{t} indexes hold at most {limit} dimensions, not {spec.dimensions}"
-                        + ("; halfvec allows 4000 (cast with an expression index) or reduce dimensions"
-                           if t == "vector" else ""))
-    if spec.dimensions > MAX_TYPE_DIMENSIONS[t]:
-        problems.append(f"{t} allows at most {MAX_TYPE_DIMENSIONS[t]} dimensions")
-    if method == "hnsw" and spec.ivfflat is not None:
-        problems.append("ivfflat parameters given for method hnsw")
-    if method == "ivfflat" and spec.hnsw is not None:
-        problems.append("hnsw parameters given for method ivfflat")
-    return problems
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
-
-
-def version_ok(text: str) -> bool:
-    return parse_version(text) >= MIN_PGVECTOR
-
 
 # ----------------------------------------------------------------------------- index definition
 
