@@ -9,8 +9,8 @@ import pytest
 
 from pgcurator.catalog.vectors import ExistingVectorIndex, VectorColumn, VectorObservation
 from pgcurator.errors import PlanError
-from pgcurator.models.vector import VectorIndexSpec, parse_quantity
 from pgcurator.models.pgvector import select_opclass
+from pgcurator.models.vector import VectorIndexSpec, parse_quantity
 from pgcurator.planner.vector import COMMENT_PREFIX, fingerprint, index_names, plan_vector_index
 from pgcurator.planner.vector_memory import (
     WORKER_RESERVE,
