@@ -102,3 +102,17 @@ async def test_a_vector_index_run_that_builds_observes_once(counted: tuple[Recon
     assert counting.count(VECTOR_OBSERVATION) == 1
     assert out.status["index"]["valid"] and out.status["index"]["sizeBytes"] > 0
     assert out.status["build"]["rowsIndexed"] == 500
+
+
+@pytest.mark.parametrize("mode", ["dryRun", "suspend"])
+async def test_dry_run_and_suspend_copy_and_record_nothing(counted: tuple[ReconcileContext, Counting],
+                                                           mode: str) -> None:
+    ctx, counting = counted
+    await ctx.conn.execute(SEED_002)
+    body = {**seed_002_policy("sessions"), mode: True, "suggestions": {"enabled": True, "minCalls": 1}}
+    counting.sent.clear()
+    out = await reconcile_index_policy(ctx, IndexPolicySpec.model_validate(body))
+    assert out.status["plan"], out.status
+    assert not [s for s in counting.sent if "CREATE TEMP TABLE" in s and "pgcurator_shape" not in s]
+    assert not [s for s in counting.sent if "INSERT INTO pgcurator.index_usage" in s]
+    assert await ctx.conn.fetchval("SELECT count(*) FROM pgcurator.index_usage") == 0

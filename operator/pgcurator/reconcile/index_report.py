@@ -27,7 +27,9 @@ def _ts(value: datetime | None) -> str | None:
 
 async def analysis_status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObservation) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if not obs.exists:
+    if not obs.exists or spec.dry_run or spec.suspend:
+        # dryRun and suspend only plan: no usage snapshot is written, no sample copied; the last
+        # report stays on the status (it is merge-patched).
         return out
     conn = ctx.conn
     t = spec.table
