@@ -222,6 +222,12 @@ def test_prune_never_drops_what_another_resource_manages() -> None:
     assert any("vec_hnsw_idx is managed by a VectorIndex" in n for n in plan.notes)
 
 
+def test_prune_on_a_partition_leaves_indexes_attached_to_the_parents_index() -> None:
+    obs = observe(existing(), existing("sessions_p1_idx_parent", tail="USING btree (x)", parent_index="idx_parent"))
+    plan = plan_indexes(spec(prune=True), obs, {"idx_a": REF})
+    assert plan.empty and plan.prunable == []
+
+
 def test_a_partition_index_another_resource_manages_is_not_attached() -> None:
     theirs = PartitionTable("public", "p0", "r", 5, [existing("p0_theirs")])
     plan = plan_indexes(spec(), partitioned(parts=[theirs]), {"idx_a": REF}, {("public", "p0_theirs"): "X/ns/x"})

@@ -356,7 +356,9 @@ def _plan_prune(plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation, f
     declared = {d.name for d in spec.indexes}
     ours = declared | {new_name(n) for n in declared} | {old_name(n) for n in declared}
     for info in obs.indexes:
-        if info.name in ours or info.backs_constraint:
+        # An index attached to a partitioned index (this table is a partition) belongs to that
+        # index: PostgreSQL refuses to drop it alone, and whoever manages the parent manages it.
+        if info.name in ours or info.backs_constraint or info.parent_index is not None:
             continue
         holder = foreign.get((info.schema, info.name))
         if holder is None and (info.comment or "").startswith(VECTOR_MARKER):
