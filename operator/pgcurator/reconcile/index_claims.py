@@ -27,7 +27,7 @@ def family(name: str) -> tuple[str, str, str]:
 def alive_check(ctx: ReconcileContext) -> Alive | None:
     """Whether a holder still exists (the runtime puts a Kubernetes-backed check on the context;
     without one every holder counts as alive, the safe answer)."""
-    alive: Alive | None = getattr(ctx, "alive", None)
+    alive: Alive | None = ctx.alive
     return alive
 
 
