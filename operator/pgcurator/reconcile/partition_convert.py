@@ -148,7 +148,7 @@ async def convert_if_needed(
         "WHERE n.nspname = $1 AND c.relname = $2", t.schema_, t.name)
     if row is None:
         return None  # the maintenance path reports TableNotFound
-    if state is not None and state["phase"] == "swapped":
+    if state is not None and state["phase"] in ("swapped", "done"):  # done: terminal, the original is dropped
         await _finish(conn, spec, state, resource)
         return None
     if row["relkind"] == "p" and state is None:
