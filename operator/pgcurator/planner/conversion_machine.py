@@ -31,7 +31,8 @@ Objects removed by hand, and spec changes between runs:
   conversion built that holds no rows is removed and the record forgotten; if the shadow (the
   only copy of rows the conversion made) is still there, a person decides (blocked).
 - the record lost while the change capture is still in place: the capture is removed and the
-  conversion prepared again (refused, with what to do, if the shadow table is still there).
+  conversion prepared again (refused, with what to do, if the shadow table is still there); with
+  convert.enabled off, the capture is removed and a shadow left is reported (blocked).
 - convert.enabled turned off (or the convert section removed) before the swap: the conversion
   is cancelled: capture, log and shadow dropped, the original untouched. After the swap nothing
   is undone and the original is not dropped.
@@ -92,7 +93,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[Phase | None], frozenset[Phase | None]
     Action.DROP_ORIGINAL: (frozenset({Phase.SWAPPED}), frozenset({Phase.DONE})),
     Action.ORIGINAL_GONE: (frozenset({Phase.SWAPPED}), frozenset({Phase.DONE})),
     Action.CANCEL: (frozenset(IN_PROGRESS), frozenset({None})),
-    Action.ABANDON: (frozenset(IN_PROGRESS), frozenset({None})),
+    Action.ABANDON: (frozenset({None, *IN_PROGRESS}), frozenset({None})),
 }
 AFTER_SWAP = frozenset({Action.CLEAN, Action.DROP_ORIGINAL, Action.ORIGINAL_GONE})
 # Actions that change the database: none of them runs while the resource is suspended or in dryRun.
@@ -128,11 +129,22 @@ def _decide(facts: ConversionFacts, spec: PartitionPolicySpec) -> Decision:
     enabled = spec.convert is not None and spec.convert.enabled
     rec = facts.record
     if rec is None:
-        if facts.table_relkind != "r" or not enabled:
+        if facts.table_relkind != "r":
             return Decision(Action.NONE)
-        if facts.trigger_exists or facts.logs or facts.functions:
-            return Decision(Action.RESTART, "the change capture of an earlier conversion is left without its record")
-        return Decision(Action.PREPARE)
+        capture = facts.trigger_exists or facts.logs or facts.functions
+        if enabled:
+            if capture:
+                return Decision(Action.RESTART, "the change capture of an earlier conversion is left without its "
+                                "record")
+            return Decision(Action.PREPARE)
+        if capture:
+            return Decision(Action.ABANDON, "the change capture of an earlier conversion is left without its record")
+        if facts.shadow_exists:
+            return Decision(Action.BLOCK, f"{t.schema_}.{shadow_name(t.name)}, a partial copy made by an earlier "
+                            f"conversion of {t.qualified}, is left; drop it (DROP TABLE {t.schema_}."
+                            f"{shadow_name(t.name)}) or set convert.enabled to convert again",
+                            reason="ConversionLeftover")
+        return Decision(Action.NONE)
     if rec.phase not in set(Phase):
         return Decision(Action.BLOCK, f"pgcurator.conversions records an unknown phase {rec.phase!r} for "
                         f"{t.qualified}; delete that row to start the conversion again",
@@ -159,8 +171,6 @@ def _in_progress(facts: ConversionFacts, spec: PartitionPolicySpec, enabled: boo
     rec = facts.record
     assert rec is not None
     shadow = shadow_name(t.name)
-    if not enabled:
-        return Decision(Action.CANCEL, "convert.enabled is off: the conversion is cancelled, the original untouched")
     if facts.table_relkind != "r":
         what = ("was dropped" if facts.table_relkind is None
                 else "is no longer a plain table (someone converted or replaced it)")
@@ -172,6 +182,9 @@ def _in_progress(facts: ConversionFacts, spec: PartitionPolicySpec, enabled: boo
                 "rest of the conversion",
                 reason="ConversionSourceMissing" if facts.table_relkind is None else "ConversionConflict")
         return Decision(Action.ABANDON, f"{t.qualified} {what} during its conversion")
+    # After the checks above: cancelling drops the shadow, which must not be the last copy of any row.
+    if not enabled:
+        return Decision(Action.CANCEL, "convert.enabled is off: the conversion is cancelled, the original untouched")
     if rec.oid is not None and facts.table_oid != rec.oid:
         return Decision(Action.RESTART, f"{t.qualified} was replaced by another table during its conversion",
                         drop_shadow=True)

@@ -210,14 +210,14 @@ async def _finish_step(conn: Any, spec: PartitionPolicySpec, facts: cat.Conversi
     the phase after it (None: no record)."""
     t = spec.table
     rec = facts.record
-    assert rec is not None
-    oids = sorted({*facts.logs, *facts.functions, *([rec.oid] if rec.oid else [])})
+    oids = sorted({*facts.logs, *facts.functions, *([rec.oid] if rec and rec.oid else [])})
     where = "WHERE table_schema = $1 AND table_name = $2"
     if d.action is Action.CANCEL:
         stmts, after = ddl.scaffolding_drops(t.schema_, t.name, oids, shadow=True), None
     elif d.action is Action.ABANDON:
         stmts, after = ddl.scaffolding_drops(t.schema_, t.name, oids, shadow=False), None
     elif d.action is Action.CLEAN:
+        assert rec is not None
         stmts, after = ddl.scaffolding_drops(t.schema_, t.name, oids, shadow=False), Phase(rec.phase)
     elif d.action is Action.DROP_ORIGINAL:
         stmts, after = [f"DROP TABLE IF EXISTS {qualified(t.schema_, ddl.original_name(t.name))}"], Phase.DONE
