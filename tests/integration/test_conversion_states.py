@@ -13,6 +13,7 @@ PGCURATOR_RELIABILITY_FULL=1: the whole product."""
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,7 @@ import pytest
 from pgcurator.errors import CuratorError
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.conversion_machine import Phase
+from pgcurator.planner.partition_convert import batch_rows
 from pgcurator.reconcile.partition import reconcile_partition_policy
 from pgcurator.reconcile.partition_convert import convert_if_needed
 
@@ -236,6 +238,11 @@ async def test_conversion_completes_from_any_state(conn: asyncpg.Connection, pha
     if final == "partitioned" and swaps and removal not in ("conversion record", "original"):
         dropped = _spec(drop, change, after=True).convert.drop_original and change != "convert disabled"  # type: ignore[union-attr]
         assert (await conn.fetchval("SELECT to_regclass('events_unpartitioned')") is None) == (dropped or drop)
+    if change == "batchMemory" and removal == "nothing" and phase in ("prepared", "copying"):
+        width = json.loads(await conn.fetchval("SELECT details FROM pgcurator.conversions"))["width"]
+        last_copy = await conn.fetchval("SELECT statement FROM pgcurator.history WHERE step = 'convert_copy' "
+                                        "ORDER BY id DESC LIMIT 1")
+        assert last_copy.endswith(f"batches of {batch_rows('3Mi', width)}"), last_copy  # the new size applies
     # Settled: one more run does nothing the history would record.
     history = await conn.fetchval("SELECT count(*) FROM pgcurator.history WHERE step LIKE 'convert%'")
     await _reconcile(conn, spec)

@@ -63,7 +63,10 @@ def _json(value: Any) -> Any:
 
 
 async def conversion_record(conn: Any, schema: str, table: str) -> ConversionRecord | None:
-    if await conn.fetchval("SELECT pg_catalog.to_regclass('pgcurator.conversions') IS NULL"):
+    # From the catalog, not to_regclass(): that raises on a schema the role may not use.
+    if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'pgcurator' AND c.relname = 'conversions')"):
         return None
     row = await conn.fetchrow(
         "SELECT phase, log_table, last_key, rows_copied, rows_total, batch_rows, details FROM pgcurator.conversions "
