@@ -21,7 +21,7 @@ from . import metrics
 from .db.params import ConnParams, params_from_secret
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import CuratorError, LockBusy, PlanError, SecretProblem
-from .kube import FINALIZER, Kube
+from .kube import FINALIZER, GROUP, VERSION, Kube
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Condition, Event, Outcome
@@ -164,8 +164,8 @@ class Worker:
         try:
             params = await self._params(spec, namespace)
             lock = self.runtime.table_lock(params, self.handler.table_of(spec))
-            async with lock, self.runtime.pools.connection(params) as conn:
-                ctx = self._context(conn, body, params)
+            async with lock, self.runtime.pools.connection(params, spec.timeouts) as conn:
+                ctx = self._context(conn, body, params, spec)
                 outcome = await self.handler.reconcile(ctx, spec)
             self._failures = 0
         except LockBusy as exc:
@@ -200,7 +200,7 @@ class Worker:
         await self._publish(body, outcome, generation)
         return outcome.requeue_after if outcome.requeue_after is not None else schedule
 
-    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams) -> ReconcileContext:
+    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams, spec: CommonSpec) -> ReconcileContext:
         meta = body["metadata"]
 
         async def emit(ev: Event) -> None:
@@ -215,7 +215,7 @@ class Worker:
         return ReconcileContext(
             conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
             params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
-            publish_progress=progress,
+            publish_progress=progress, timeouts=spec.timeouts, alive=self.runtime.resource_alive,
         )
 
     async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
@@ -247,8 +247,8 @@ class Worker:
             spec = self.handler.model.model_validate(body.get("spec") or {})
             if self.handler.cleanup is not None and spec.deletion_policy is DeletionPolicy.Delete:
                 params = await self._params(spec, body["metadata"]["namespace"])
-                async with self.runtime.pools.connection(params) as conn:
-                    await self.handler.cleanup(self._context(conn, body, params), spec)
+                async with self.runtime.pools.connection(params, spec.timeouts) as conn:
+                    await self.handler.cleanup(self._context(conn, body, params, spec), spec)
         except Exception as exc:
             await self._post(body, Event("Warning", "CleanupFailed", f"{exc}; retrying"))
             await asyncio.sleep(RETRY_MAX)
@@ -274,6 +274,19 @@ class Runtime:
         """In-process guard: one run per table at a time (the advisory lock guards across replicas)."""
         key = f"{params.host}:{params.port}/{params.dbname}/{table}"
         return self._table_locks.setdefault(key, asyncio.Lock())
+
+    async def resource_alive(self, resource: str) -> bool:
+        """`Kind/namespace/name` still exists in the API (errors count as alive: never take over
+        another resource's object on a guess)."""
+        kind, _, rest = resource.partition("/")
+        namespace, _, name = rest.partition("/")
+        plural = next((p for p, h in self.handlers.items() if h.kind == kind), None)
+        if plural is None or not name:
+            return True
+        try:
+            return await self.kube.get_object(GROUP, VERSION, plural, name, namespace) is not None
+        except Exception:
+            return True
 
     def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

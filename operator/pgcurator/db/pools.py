@@ -13,7 +13,9 @@ from typing import Any
 import asyncpg
 
 from ..errors import ConnectionFailed, CuratorError
+from ..models.common import Timeouts
 from .params import ConnParams
+from .session import PINNED_SETTINGS, prepare_session
 
 POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "8"))
 CONNECT_TIMEOUT = float(os.environ.get("PGCURATOR_CONNECT_TIMEOUT", "10"))
@@ -92,14 +94,16 @@ class PoolRegistry:
                     max_size=self.max_size,
                     timeout=CONNECT_TIMEOUT,
                     max_inactive_connection_lifetime=120,
-                    # Bounds are read back in UTC so parsing them never depends on the server's zone.
-                    server_settings={"application_name": "pgcurator", "TimeZone": "UTC"},
+                    # Catalog text we parse never depends on the database's or role's defaults.
+                    server_settings=dict(PINNED_SETTINGS),
                 )
                 self._pools[key] = pool
         return pool
 
     @asynccontextmanager
-    async def connection(self, params: ConnParams) -> AsyncIterator[Any]:
+    async def connection(self, params: ConnParams, timeouts: Timeouts | None = None) -> AsyncIterator[Any]:
+        """A pooled connection; with `timeouts`, every statement on it (reads included) runs under
+        the resource's lock_timeout and statement_timeout until it is released."""
         try:
             pool = await self.get(params)
             conn = await pool.acquire(timeout=CONNECT_TIMEOUT + 30)
@@ -108,6 +112,10 @@ class PoolRegistry:
         except Exception as exc:
             raise describe_connect_error(params, exc) from None
         try:
+            try:
+                await prepare_session(conn, timeouts, pin=False)
+            except Exception as exc:
+                raise describe_connect_error(params, exc) from None
             yield conn
         finally:
             await pool.release(conn)

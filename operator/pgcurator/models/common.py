@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
-MAX_IDENTIFIER_BYTES = 63
+from ..sql.quote import MAX_IDENTIFIER_BYTES
 
 # Kubernetes object names (DNS-1123 subdomain, as Secrets use).
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..catalog.indexes import IndexObservation, build_progress, observe_indexes, reference_definitions
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
+from ..db.metadata import ensure_metadata
 from ..errors import CuratorError
 from ..models.common import Timeouts
 from ..models.index import IndexPolicySpec
@@ -30,6 +31,7 @@ MAX_STATUS_ROWS = 200
 async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> Outcome:
     t = spec.table
     conn = ctx.conn
+    await ensure_metadata(conn)
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
         plan = await _plan(conn, spec, obs)

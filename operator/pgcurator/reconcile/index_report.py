@@ -9,8 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from ..catalog.index_usage import btree_bloat, load_snapshots, record_snapshot
+from ..catalog.index_usage import btree_bloat, load_snapshots
 from ..catalog.indexes import IndexInfo, IndexObservation
+from ..db.snapshots import record_snapshot
 from ..models.common import parse_duration
 from ..models.index import IndexPolicySpec
 from ..planner.index import new_name, old_name

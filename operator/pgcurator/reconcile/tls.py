@@ -22,7 +22,7 @@ import asyncpg
 
 from ..catalog.tls import observe_privileges, observe_settings, read_server_file
 from ..db.executor import ADVISORY_CLASS, OPERATOR_ID, apply_session_limits, table_lock_key
-from ..db.metadata import HISTORY_INSERT, ensure_metadata_schema
+from ..db.metadata import HISTORY_INSERT, ensure_metadata, ensure_metadata_schema
 from ..errors import ConnectionFailed, CuratorError, LockBusy
 from ..models.common import parse_duration
 from ..models.tls import DbTlsCertSpec, DeliveryMode, IssuerKind
@@ -197,6 +197,7 @@ async def _wait_served(host: str, port: int, fingerprint: str, within: float) ->
 
 
 async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> Outcome:
+    await ensure_metadata(ctx.conn)
     now = datetime.now(UTC)
     uid = str(ctx.body.get("metadata", {}).get("uid", ctx.resource))
     interval = parse_duration(spec.check_interval)

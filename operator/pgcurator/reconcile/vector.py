@@ -15,6 +15,7 @@ import asyncpg
 
 from ..catalog.vectors import observe_vector_table
 from ..db.executor import StepResult, TableLock, run_plan
+from ..db.metadata import ensure_metadata
 from ..errors import PlanError
 from ..models.common import parse_duration
 from ..models.vector import VectorIndexSpec, spec_summary
@@ -294,6 +295,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
     t = spec.table
     names = index_names(spec)
     previous = _previous(ctx)
+    await ensure_metadata(ctx.conn)
     async with TableLock(ctx.conn, t.schema_, t.name):
         obs = await observe_vector_table(ctx.conn, t.schema_, t.name, spec.column,
                                          [names.target, names.temp, names.old], spec.where)
