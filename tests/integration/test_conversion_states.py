@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pgcurator.db.metadata import ensure_metadata
 from pgcurator.errors import CuratorError
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.conversion_machine import Phase
@@ -146,6 +147,7 @@ async def _reach(conn: asyncpg.Connection, spec: PartitionPolicySpec, phase: str
         if (action, after) == target:
             raise _Stop
 
+    await ensure_metadata(conn)  # what the runtime does before every reconcile
     for _ in range(50):
         try:
             out = await convert_if_needed(conn, spec, resource=RESOURCE, on_transition=hook)

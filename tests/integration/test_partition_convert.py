@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pgcurator.db.metadata import ensure_metadata
 from pgcurator.errors import LockBusy, PlanError
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.reconcile.outcome import Event
@@ -192,6 +193,7 @@ async def _convert_until(conn: asyncpg.Connection, spec: PartitionPolicySpec, ac
         if done == action:
             raise Stop
 
+    await ensure_metadata(conn)  # what the runtime does before every reconcile
     for _ in range(50):
         try:
             await convert_if_needed(conn, spec, resource=RESOURCE, on_transition=hook)

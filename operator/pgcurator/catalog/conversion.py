@@ -1,6 +1,6 @@
 """Read-only queries of a table's conversion: its record in pgcurator.conversions, the objects
-the conversion creates (shadow table, change log, capture function and trigger), and the facts
-about the plain table that decide whether it can be converted."""
+the conversion creates (shadow table, change log, capture function and trigger) and their
+names, and the facts about the plain table that decide whether it can be converted."""
 
 from __future__ import annotations
 
@@ -9,15 +9,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models.partition import PartitionPolicySpec
-from ..planner.partition_convert import (
-    PlainTable,
-    capture_function_name,
-    log_table_name,
-    original_name,
-    shadow_name,
-    trigger_name,
-)
-from ..sql.quote import ident, literal, qualified
+from ..sql.quote import fit_identifier, ident, literal, qualified
+
+
+@dataclass
+class PlainTable:
+    """What the conversion needs to know about the plain table, beyond TableObservation."""
+
+    primary_key: list[str] = field(default_factory=list)
+    unique_indexes: dict[str, list[str]] = field(default_factory=dict)  # name -> columns
+    inbound_fks: list[str] = field(default_factory=list)  # "other_table.constraint"
+    dependent_views: list[str] = field(default_factory=list)
+    user_triggers: list[str] = field(default_factory=list)
+    rls: bool = False
+    inheritance: bool = False
+    outbound_fks: list[tuple[str, str]] = field(default_factory=list)  # (name, definition)
+    grants: list[tuple[str, str, bool]] = field(default_factory=list)  # (privilege, grantee or PUBLIC, grantable)
+    min_key: object = None
+    max_key: object = None
+    unlisted_rows: int = 0  # rows whose list key is in no list partition
+
+
+def shadow_name(table: str) -> str:
+    return fit_identifier(table, "__pgcurator_new")
+
+
+def original_name(table: str) -> str:
+    return fit_identifier(table, "_unpartitioned")
+
+
+def trigger_name(table: str) -> str:
+    return fit_identifier("pgcurator_capture_" + table, "")
+
+
+def log_table_name(oid: int) -> str:
+    """The change log, named after the oid of the table being converted."""
+    return f"conversion_log_{oid}"
+
+
+def capture_function_name(oid: int) -> str:
+    return f"capture_{oid}"
 
 
 @dataclass
@@ -146,12 +177,10 @@ async def plain_facts(conn: Any, spec: PartitionPolicySpec, oid: int) -> PlainTa
     plain.outbound_fks = [(r[0], r[1]) for r in await conn.fetch(
         "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
         "WHERE conrelid = $1 AND contype = 'f'", oid)]
-    for grantee, privilege, grantable in await conn.fetch(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type, "
-            "a.is_grantable FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
-            "WHERE c.oid = $1 AND a.grantee <> c.relowner", oid):
-        who = grantee if grantee == "PUBLIC" else ident(grantee.strip('"'))
-        plain.grants.append(f"GRANT {privilege} ON {{table}} TO {who}" + (" WITH GRANT OPTION" if grantable else ""))
+    plain.grants = [(r[1], r[0], bool(r[2])) for r in await conn.fetch(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END, "
+        "a.privilege_type, a.is_grantable FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
+        "WHERE c.oid = $1 AND a.grantee <> c.relowner", oid)]
     key = ident(spec.key_column)
     tq = qualified(t.schema_, t.name)
     plain.min_key, plain.max_key = await conn.fetchrow(f"SELECT min({key}), max({key}) FROM {tq}")

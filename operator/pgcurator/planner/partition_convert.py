@@ -6,19 +6,23 @@ swap and the clean-up)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+# The names live with the catalog queries that look for them; re-exported for the planner's callers.
+from ..catalog.conversion import PlainTable as PlainTable
+from ..catalog.conversion import capture_function_name as capture_function_name
+from ..catalog.conversion import log_table_name as log_table_name
+from ..catalog.conversion import original_name as original_name
+from ..catalog.conversion import shadow_name as shadow_name
+from ..catalog.conversion import trigger_name as trigger_name
 from ..catalog.partitions import TableObservation
 from ..errors import PlanError
-from ..models.partition import PartitionPolicySpec
+from ..models.partition import PartitionPolicySpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, literal, qualified
 from .partition import (
     LIKE_OPTIONS,
     Parent,
-    _grid,
-    _sub_for,
     child_statements,
     default_partition_name,
     desired_range_periods,
@@ -26,48 +30,15 @@ from .partition import (
     list_bound,
     range_name,
 )
-from .ranges import IntGrid, Period, render_bound
+from .ranges import IntGrid, Period, TimeGrid, render_bound
 
 MAX_PARTITIONS = 5000
 
 
-@dataclass
-class PlainTable:
-    """What the conversion needs to know about the plain table, beyond TableObservation."""
-
-    primary_key: list[str] = field(default_factory=list)
-    unique_indexes: dict[str, list[str]] = field(default_factory=dict)  # name -> columns
-    inbound_fks: list[str] = field(default_factory=list)  # "other_table.constraint"
-    dependent_views: list[str] = field(default_factory=list)
-    user_triggers: list[str] = field(default_factory=list)
-    rls: bool = False
-    inheritance: bool = False
-    outbound_fks: list[tuple[str, str]] = field(default_factory=list)  # (name, definition)
-    grants: list[str] = field(default_factory=list)  # "GRANT ... ON ... TO ..." tails: (privilege, grantee)
-    min_key: object = None
-    max_key: object = None
-    unlisted_rows: int = 0  # rows whose list key is in no list partition
-
-
-def shadow_name(table: str) -> str:
-    return fit_identifier(table, "__pgcurator_new")
-
-
-def original_name(table: str) -> str:
-    return fit_identifier(table, "_unpartitioned")
-
-
-def trigger_name(table: str) -> str:
-    return fit_identifier("pgcurator_capture_" + table, "")
-
-
-def log_table_name(oid: int) -> str:
-    """The change log, named after the oid of the table being converted."""
-    return f"conversion_log_{oid}"
-
-
-def capture_function_name(oid: int) -> str:
-    return f"capture_{oid}"
+def _sub_of(spec: PartitionPolicySpec, list_name: str) -> SubpartitionSpec | None:
+    """The second level of one list partition (subpartition.only may leave it out)."""
+    sub = spec.subpartition
+    return None if sub is None or (sub.only is not None and list_name not in sub.only) else sub
 
 
 def layout_fingerprint(spec: PartitionPolicySpec) -> str:
@@ -251,7 +222,8 @@ def _range_periods(spec: PartitionPolicySpec, plain: PlainTable, now: datetime) 
         return ahead
     periods: list[Period] = []
     if r.interval is not None:
-        grid = _grid(r)
+        n, unit = r.parsed_interval
+        grid = TimeGrid(n, unit, ZoneInfo(r.time_zone))
         lo = plain.min_key
         if not isinstance(lo, datetime):
             lo = datetime(lo.year, lo.month, lo.day, tzinfo=ZoneInfo(r.time_zone))  # type: ignore[attr-defined]
@@ -307,7 +279,7 @@ def shadow_statements(spec: PartitionPolicySpec, obs: TableObservation, plain: P
     elif spec.list is not None:
         for lp in spec.list.partitions:
             name = fit_identifier(t.name, "_" + lp.name)
-            stmts += child_statements(parent, name, list_bound(lp), spec, _sub_for(spec, lp.name), obs.column_types,
+            stmts += child_statements(parent, name, list_bound(lp), spec, _sub_of(spec, lp.name), obs.column_types,
                                       now)
     elif spec.hash is not None:
         for rem in range(spec.hash.modulus):
@@ -321,5 +293,7 @@ def shadow_statements(spec: PartitionPolicySpec, obs: TableObservation, plain: P
     for name, definition in plain.outbound_fks:
         # Added while the shadow is empty: no validation scan; copied rows are checked as they arrive.
         stmts.append(f"ALTER TABLE {sq} ADD CONSTRAINT {ident(name)} {definition}")
-    stmts += [g.replace("{table}", sq) for g in plain.grants]
+    for privilege, grantee, grantable in plain.grants:
+        who = grantee if grantee == "PUBLIC" else ident(grantee)
+        stmts.append(f"GRANT {privilege} ON {sq} TO {who}" + (" WITH GRANT OPTION" if grantable else ""))
     return stmts

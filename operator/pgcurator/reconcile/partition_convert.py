@@ -20,7 +20,6 @@ import asyncpg
 from ..catalog import conversion as cat
 from ..catalog.partitions import observe_table
 from ..db.executor import TableLock, apply_session_limits, record_history
-from ..db.metadata import ensure_metadata_schema
 from ..errors import CuratorError, PlanError
 from ..models.partition import PartitionPolicySpec
 from ..planner import partition_convert as ddl
@@ -31,25 +30,6 @@ from .partition_convert_copy import Emit, OutsideShadow, Progress, Work
 
 SLICE_SECONDS = 20.0
 MAX_TRANSITIONS = 12  # per reconcile; each decision is taken again from a fresh observation
-
-# Created by the metadata migrations once they hold it; until then, before the first write.
-CONVERSIONS_SQL = """
-CREATE TABLE IF NOT EXISTS pgcurator.conversions (
-    table_schema text NOT NULL,
-    table_name   text NOT NULL,
-    phase        text NOT NULL,
-    log_table    text NOT NULL,
-    last_key     jsonb,
-    rows_copied  bigint NOT NULL DEFAULT 0,
-    rows_total   bigint NOT NULL DEFAULT 0,
-    batch_rows   integer NOT NULL,
-    started_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    swapped_at   timestamptz,
-    details      jsonb NOT NULL DEFAULT '{}',
-    PRIMARY KEY (table_schema, table_name)
-)
-"""
 
 # Called after every committed transition with (action, phase after it): lets a test stop the
 # machine in any phase exactly as a crash there would.
@@ -67,15 +47,7 @@ async def convert_if_needed(
         return None
     async with TableLock(conn, t.schema_, t.name):
         await apply_session_limits(conn, spec.timeouts)
-        await _ensure_tables(conn)
         return await _run(conn, spec, resource, on_event, progress, on_transition)
-
-
-async def _ensure_tables(conn: Any) -> None:
-    # Until the metadata migrations create pgcurator.conversions before every reconcile.
-    await ensure_metadata_schema(conn)
-    if await conn.fetchval("SELECT pg_catalog.to_regclass('pgcurator.conversions') IS NULL"):
-        await conn.execute(CONVERSIONS_SQL)
 
 
 class _Skipped(Exception):
