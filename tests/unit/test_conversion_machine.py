@@ -35,15 +35,16 @@ def test_every_observable_state_gets_an_allowed_transition() -> None:
     layouts = (layout_fingerprint(base), "another layout", None)
     seen: dict[Action, int] = {}
     states = 0
-    for (label, s), relkind, phase, layout, same_oid, shadow, original, trigger, log, fn in itertools.product(
+    for (label, s), relkind, phase, layout, same_oid, shadow, original, trigger, off, log, fn in itertools.product(
             _specs(), (None, "r", "p", "v"), (None, "copy", "catchup", "swapped", "done", "bogus"), layouts,
-            (True, False), *[(True, False)] * 5):
+            (True, False), *[(True, False)] * 6):
         if phase is None and layout != layouts[0]:
             continue
         facts = ConversionFacts(
             table_oid=(OID if same_oid else OID + 1) if relkind else None, table_relkind=relkind,
             record=_record(phase, layout) if phase else None, shadow_exists=shadow, original_exists=original,
-            trigger_exists=trigger and relkind is not None, logs=[OID] if log else [], functions=[OID] if fn else [])
+            trigger_exists=trigger and relkind is not None, trigger_disabled=trigger and off and relkind is not None,
+            logs=[OID] if log else [], functions=[OID] if fn else [])
         d = decide(facts, s)
         states += 1
         seen[d.action] = seen.get(d.action, 0) + 1

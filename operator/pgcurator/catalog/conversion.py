@@ -80,6 +80,7 @@ class ConversionFacts:
     shadow_exists: bool = False
     original_exists: bool = False  # <table>_unpartitioned
     trigger_exists: bool = False  # the capture trigger on the table as it is now
+    trigger_disabled: bool = False
     # Change logs and capture functions left in the pgcurator schema, by the oid they are named after.
     logs: list[int] = field(default_factory=list)
     functions: list[int] = field(default_factory=list)
@@ -127,9 +128,12 @@ async def observe_conversion(conn: Any, schema: str, table: str) -> ConversionFa
         return facts  # the common case, every run of a partitioned table: nothing else matters
     facts.original_exists = original in rels
     if facts.table_oid is not None:
-        facts.trigger_exists = bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-            facts.table_oid, trigger_name(table)))
+        enabled = await conn.fetchval("SELECT tgenabled::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND "
+                                      "tgname = $2", facts.table_oid, trigger_name(table))
+        facts.trigger_exists = enabled is not None
+        # 'O' (origin, what earlier versions created) or 'A' (always, also for replication
+        # appliers); disabled or replica-only, writes go unlogged.
+        facts.trigger_disabled = enabled is not None and enabled not in ("O", "A")
     oids = {o for o in (facts.table_oid, facts.record.oid if facts.record else None) if o is not None}
     for oid in sorted(oids):
         if await conn.fetchval(

@@ -23,7 +23,8 @@ transition that makes progress, nothing (the maintenance path follows), a pause,
 typed Degraded reason with what a person must do. It never assumes an object it did not see.
 
 Objects removed by hand, and spec changes between runs:
-- shadow, change log, capture function or trigger missing before the swap, the table replaced by
+- shadow, change log, capture function or trigger missing (or the trigger disabled: writes went
+  unlogged) before the swap, the table replaced by
   another plain table, or the partitioning layout changed (strategy, key, interval, time zone,
   list values, hash modulus, sub-partitions, DEFAULT): restart. The original has every row, so
   what was built is discarded and the conversion starts again from the first row.
@@ -196,6 +197,9 @@ def _in_progress(facts: ConversionFacts, spec: PartitionPolicySpec, enabled: boo
     if missing:
         return Decision(Action.RESTART, f"{', '.join(missing)} went missing during the conversion",
                         drop_shadow=True)
+    if facts.trigger_disabled:
+        return Decision(Action.RESTART, "the capture trigger was disabled during the conversion: writes may have "
+                        "gone unlogged", drop_shadow=True)
     layout = rec.details.get("layout")
     if layout is not None and layout != layout_fingerprint(spec):
         return Decision(Action.RESTART, "the partitioning layout changed during the conversion", drop_shadow=True)

@@ -77,6 +77,9 @@ BEGIN
 END $pgc$""",
         f"CREATE TRIGGER {ident(trigger_name(table))} AFTER INSERT OR UPDATE OR DELETE ON "
         f"{qualified(schema, table)} FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        # Also for writes with session_replication_role = replica (logical replication appliers,
+        # restores): an unlogged write would be missing from the partitioned table.
+        f"ALTER TABLE {qualified(schema, table)} ENABLE ALWAYS TRIGGER {ident(trigger_name(table))}",
     ]
 
 
