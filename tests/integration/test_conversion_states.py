@@ -47,6 +47,7 @@ REMOVALS = {  # name -> phases it applies to
     "change log": BEFORE_SWAP,
     "capture trigger": BEFORE_SWAP,
     "capture trigger disabled": BEFORE_SWAP,
+    "capture trigger off for a while": BEFORE_SWAP,
     "capture function": BEFORE_SWAP,
     "the table itself": BEFORE_SWAP,
     "conversion record": tuple(PHASES),
@@ -120,6 +121,11 @@ async def _remove(conn: asyncpg.Connection, removal: str, oid: int) -> None:
         "change log": f"DROP TABLE pgcurator.conversion_log_{oid}",
         "capture trigger": "DROP TRIGGER pgcurator_capture_events ON events",
         "capture trigger disabled": "ALTER TABLE events DISABLE TRIGGER pgcurator_capture_events",
+        # invisible by the time of the next run: only the copy's checksum can tell
+        "capture trigger off for a while": """
+            ALTER TABLE events DISABLE TRIGGER pgcurator_capture_events;
+            UPDATE events SET payload = 'unseen' WHERE id % 7 = 0;
+            ALTER TABLE events ENABLE ALWAYS TRIGGER pgcurator_capture_events""",
         "capture function": f"DROP FUNCTION pgcurator.capture_{oid}() CASCADE",
         "the table itself": "DROP TABLE events",
         "conversion record": "DELETE FROM pgcurator.conversions",

@@ -213,14 +213,14 @@ async def pending_changes(conn: Any, log: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {log}"))
 
 
-def checksum_sql(table: str, keys: list[str], where: str = "") -> str:
-    text = " || '|' || ".join(f"t.{ident(k)}::text" for k in keys)
-    return f"SELECT count(*), coalesce(sum(hashtextextended({text}, 0)::numeric), 0) FROM {table} t {where}"
+def checksum_sql(table: str, where: str = "") -> str:
+    """Row count and a checksum of whole rows (their text: same columns in the same order on the
+    original and its copy), for a table aliased t."""
+    return f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM {table} t {where}"
 
 
-async def checksum(conn: Any, table: str, keys: list[str], where: str = "", *args: Any) -> tuple[int, str]:
-    """Row count and key checksum of `table` (restricted by `where`)."""
-    row = await conn.fetchrow(checksum_sql(table, keys, where), *args)
+async def checksum(conn: Any, table: str, where: str = "", *args: Any) -> tuple[int, str]:
+    row = await conn.fetchrow(checksum_sql(table, where), *args)
     return int(row[0]), str(row[1])
 
 

@@ -9,7 +9,7 @@ conversion in flight across an upgrade resumes):
 - no record: nothing converted, or a conversion cancelled.
 - copy (COPYING): shadow, change log and capture trigger exist; keyset batches fill the shadow.
 - catchup (CATCHING_UP): every row was copied once; the change log is re-synced until it is small,
-  then the copy is proven equal (count and key checksum) without blocking anyone, and one short
+  then the copy is proven equal (count and checksum of whole rows) without blocking anyone, and one short
   transaction under lockTimeout re-syncs the last keys, checks them, swaps the names and drops the
   change capture. "Preparing" and "verifying" happen inside one transaction each and are never
   observed from outside, so they are transitions, not stored phases.
@@ -37,6 +37,8 @@ Objects removed by hand, and spec changes between runs:
 - convert.enabled turned off (or the convert section removed) before the swap: the conversion
   is cancelled: capture, log and shadow dropped, the original untouched. After the swap nothing
   is undone and the original is not dropped.
+- the copy found different from the original at the swap (a write the capture missed): restart,
+  twice at most; then blocked (VerificationFailed), since something keeps writing unseen.
 - suspend or dryRun: nothing changes (a dryRun before the start shows the plan).
 - dropOriginal turned on after the swap: the original is dropped on the next run. Turned off
   after done: nothing (a dropped table does not come back).

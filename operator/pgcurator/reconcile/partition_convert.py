@@ -26,10 +26,11 @@ from ..planner import partition_convert as ddl
 from ..planner.conversion_machine import Action, Decision, Phase, decide
 from ..sql.quote import qualified
 from .outcome import Event, Outcome
-from .partition_convert_copy import Emit, OutsideShadow, Progress, Work
+from .partition_convert_copy import Emit, Mismatch, OutsideShadow, Progress, Work
 
 SLICE_SECONDS = 20.0
 MAX_TRANSITIONS = 12  # per reconcile; each decision is taken again from a fresh observation
+MAX_VERIFICATION_RESTARTS = 2
 
 # Called after every committed transition with (action, phase after it): lets a test stop the
 # machine in any phase exactly as a crash there would.
@@ -98,11 +99,22 @@ async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, 
             if emit:
                 await emit(Event("Warning", "OriginalInUse", str(exc)))
             return None
-        except OutsideShadow as exc:
+        except (OutsideShadow, Mismatch) as exc:
+            # The original has every row: starting again is always safe; a mismatch that keeps
+            # coming back needs a person (something writes without the capture seeing it).
             facts = await cat.observe_conversion(conn, t.schema_, t.name)
-            restart = Decision(Action.RESTART, f"a row written during the conversion fits no partition of the "
-                               f"partitioned copy ({exc})", drop_shadow=True)
-            out = await _prepare(conn, spec, facts, restart, resource, emit)
+            tries = int(facts.record.details.get("verificationRestarts", 0)) if facts.record else 0
+            if isinstance(exc, Mismatch):
+                if tries >= MAX_VERIFICATION_RESTARTS:
+                    return Outcome.degraded(exc.reason, f"{exc.message}; after {tries} fresh copies the copy still "
+                                            "differs: something writes with the capture trigger disabled (or as a replica). Stop it, then set "
+                                            "convert.enabled to false and back to true to start over",
+                                            {"conversion": {"phase": _phase(facts)}})
+                why, carry = f"{exc.message}: starting a fresh copy", {"verificationRestarts": tries + 1}
+            else:
+                why, carry = f"a row written during the conversion fits no partition of the copy ({exc})", {}
+            restart = Decision(Action.RESTART, why, drop_shadow=True)
+            out = await _prepare(conn, spec, facts, restart, resource, emit, carry)
             if out is not None:
                 return out
             await committed(Action.RESTART.value, Phase.COPYING)
@@ -119,7 +131,7 @@ def _phase(facts: cat.ConversionFacts) -> str | None:
 
 
 async def _prepare(conn: Any, spec: PartitionPolicySpec, facts: cat.ConversionFacts, d: Decision, resource: str,
-                   emit: Emit) -> Outcome | None:
+                   emit: Emit, carry: dict[str, Any] | None = None) -> Outcome | None:
     """(no record) -> copy, or RESTART: whatever is left of an earlier attempt -> copy, in one
     transaction: the shadow, the change capture and the record. None once committed."""
     t = spec.table
@@ -166,7 +178,7 @@ async def _prepare(conn: Any, spec: PartitionPolicySpec, facts: cat.ConversionFa
             "details) VALUES ($1, $2, $3, $4, $5, $6, $7)", t.schema_, t.name, Phase.COPYING.value,
             ddl.log_table_name(oid), batch, total,
             json.dumps({"keys": keys, "types": [types[k] for k in keys], "oid": oid, "width": width,
-                        "layout": ddl.layout_fingerprint(spec)}))
+                        "layout": ddl.layout_fingerprint(spec), **(carry or {})}))
         await record_history(conn, resource, "convert_prepare", t.name, f"{len(stmts) + len(capture)} statements: "
                              + "; ".join(stmts[:3]) + " ...", started, (time.perf_counter() - t0) * 1000)
     if emit:
