@@ -95,6 +95,10 @@ def scaffolding_drops(schema: str, table: str, oids: list[int], *, shadow: bool)
     return stmts
 
 
+def drop_original(schema: str, table: str) -> str:
+    return f"DROP TABLE IF EXISTS {qualified(schema, original_name(table))}"
+
+
 def copy_batch_sql(src: str, dst: str, keys: list[str], types: list[str], col_list: str, batch: int,
                    after_last: bool) -> str:
     """One keyset batch: the next `batch` rows after the last key copied (parameters: the last key

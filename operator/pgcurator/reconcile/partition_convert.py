@@ -23,7 +23,7 @@ from ..db.executor import TableLock, apply_session_limits, record_history
 from ..errors import CuratorError, PlanError
 from ..models.partition import PartitionPolicySpec
 from ..planner import partition_convert as ddl
-from ..planner.conversion_machine import Action, Decision, Phase, decide
+from ..planner.conversion_machine import AFTER_SWAP, Action, Decision, Phase, decide
 from ..sql.quote import qualified
 from .outcome import Event, Outcome
 from .partition_convert_copy import Emit, Mismatch, OutsideShadow, Progress, Work
@@ -119,6 +119,11 @@ async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, 
                 return out
             await committed(Action.RESTART.value, Phase.COPYING)
         except asyncpg.LockNotAvailableError:
+            if d.action in AFTER_SWAP:  # the table is partitioned: maintain it, try again next run
+                if emit:
+                    await emit(Event("Warning", "WaitingForLock", f"{d.action.value}: could not lock "
+                                     f"{ddl.original_name(t.name)} within lockTimeout; next run"))
+                return None
             return Outcome.progressing("WaitingForLock", f"{d.action.value}: could not lock {t.qualified} within "
                                        "lockTimeout; retrying", {"conversion": {"phase": _phase(facts)}},
                                        requeue_after=5)
@@ -204,7 +209,7 @@ async def _finish_step(conn: Any, spec: PartitionPolicySpec, facts: cat.Conversi
         assert rec is not None
         stmts, after = ddl.scaffolding_drops(t.schema_, t.name, oids, shadow=False), Phase(rec.phase)
     elif d.action is Action.DROP_ORIGINAL:
-        stmts, after = [f"DROP TABLE IF EXISTS {qualified(t.schema_, ddl.original_name(t.name))}"], Phase.DONE
+        stmts, after = [ddl.drop_original(t.schema_, t.name)], Phase.DONE
     elif d.action is Action.ORIGINAL_GONE:
         stmts, after = [], Phase.DONE
     else:
