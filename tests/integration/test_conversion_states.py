@@ -54,7 +54,8 @@ REMOVALS = {  # name -> phases it applies to
     "converted by hand": BEFORE_SWAP,
     "original": ("swapped",),
 }
-CHANGES = ("none", "convert disabled", "dropOriginal toggled", "batchMemory", "layout", "suspended for a run")
+CHANGES = ("none", "convert disabled", "dropOriginal toggled", "batchMemory", "layout", "suspended for a run",
+           "dryRun for a run")
 
 
 def _cases() -> list[tuple[str, str, str]]:
@@ -218,10 +219,10 @@ async def test_conversion_completes_from_any_state(conn: asyncpg.Connection, pha
         await _write(conn, 40)  # e.g. not logged at all once the trigger is gone
     expected = await _fingerprint(conn) if removal != "the table itself" else None
     history = await conn.fetchval("SELECT count(*) FROM pgcurator.history")
-    if change == "suspended for a run":
-        suspended = _spec(drop).model_copy(update={"suspend": True})
-        await _reconcile(conn, suspended)
-        assert await conn.fetchval("SELECT count(*) FROM pgcurator.history") == history, "suspended, yet it acted"
+    if change in ("suspended for a run", "dryRun for a run"):
+        field = "suspend" if change.startswith("suspended") else "dry_run"
+        await _reconcile(conn, _spec(drop).model_copy(update={field: True}))
+        assert await conn.fetchval("SELECT count(*) FROM pgcurator.history") == history, f"{field}, yet it acted"
     final, allowed, swaps = _expect(phase, removal, change)
     spec = _spec(drop, change, after=True)
     seen: list[str] = []
