@@ -36,6 +36,15 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     sudo apt-get update >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
   fi
 fi
+# The Secret corpus compares pgcurator's reading of connection strings with libpq's own (ctypes).
+if ! ldconfig -p | grep -q 'libpq\.so\.5 '; then
+  echo "[setup] installing Debian's libpq5 (Secret corpus reference)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 >&2
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 >&2
+  fi
+fi
 cm_dir=$(bash hack/cert-manager-binaries.sh)
 echo "[setup] cert-manager controller in $cm_dir" >&2
 # helm for the chart tests (lint, template, schema): built from its Go module and cached.
