@@ -133,12 +133,12 @@ async def reconcile_partition_policy(
     await ensure_metadata(conn)
     now = now or datetime.now(UTC)
     t = spec.table
-    if spec.convert is not None and spec.convert.enabled:
-        from .partition_convert import convert_if_needed
+    # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.
+    from .partition_convert import convert_if_needed
 
-        converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
-        if converting is not None:
-            return converting
+    converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
+    if converting is not None:
+        return converting
     async with TableLock(conn, t.schema_, t.name):
         obs = await _observe(conn, spec, now)
         plan, layout = plan_policy(spec, obs, now)
