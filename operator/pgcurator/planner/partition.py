@@ -14,7 +14,7 @@ from ..catalog.partitions import PartitionInfo, TableObservation
 from ..errors import PlanError
 from ..models.partition import HashSpec, PartitionPolicySpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, qualified
-from ..sql.statements import Plan, Step
+from ..sql.statements import Blocked, Plan, Step
 from .partition_checks import check_key, check_table
 from .partition_ddl import (
     LIKE_OPTIONS,
@@ -66,7 +66,8 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
             continue
         taken = sorted({owner_of_value[v] for v in want if v in owner_of_value})
         if taken:
-            plan.blocked.append(f"values of {lp.name!r} are already held by {', '.join(taken)}; {name} not created")
+            plan.blocked.append(Blocked("ListValuesTaken", f"values of {lp.name!r} are already held by "
+                                        f"{', '.join(taken)}; {name} not created"))
             continue
         plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(
             child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now)),

@@ -11,7 +11,7 @@ from ..catalog.partitions import PartitionInfo, TableObservation
 from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, qualified
-from ..sql.statements import Plan, Step
+from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
 from .partition_retention import retention_steps
 from .ranges import Bound, overlaps, parse_range_bound, render_bound
@@ -78,9 +78,9 @@ def plan_range_level(
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
             if not spec.default_rows.move:
-                plan.blocked.append(
+                plan.blocked.append(Blocked("DefaultRowsConflict", (
                     f"{in_default} rows in {default.name} fall in [{lo}, {hi}): partition {name} is not created "
-                    "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")
+                    "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
                 continue
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, lo, hi, bound, sub, now))
             continue

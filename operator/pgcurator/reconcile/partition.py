@@ -203,9 +203,9 @@ def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome
     """Steps the planner would not attempt make the resource Degraded; everything else still ran."""
     if not plan.blocked:
         return outcome
-    status["blocked"] = plan.blocked[:20]
-    reason = "DefaultRowsConflict" if any("DEFAULT" in b or "_default" in b for b in plan.blocked) else "Blocked"
-    return Outcome.degraded(reason, "; ".join(plan.blocked[:3]), status)
+    status["blocked"] = [b.message for b in plan.blocked[:20]]
+    # The first held-back step's reason names the condition; its message says which step and why.
+    return Outcome.degraded(plan.blocked[0].reason, "; ".join(b.message for b in plan.blocked[:3]), status)
 
 
 def _ready_message(status: dict[str, Any]) -> str:
