@@ -4,7 +4,8 @@ shape, writers racing a DEFAULT-row move or a deletion. Against a real PostgreSQ
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -41,3 +42,65 @@ async def test_default_rows_conflict_reason_does_not_depend_on_the_default_parti
     degraded = condition(out, "Degraded")
     assert degraded.status and degraded.reason == "DefaultRowsConflict", out.conditions  # type: ignore[attr-defined]
     assert "event_logs_catchall" in degraded.message  # type: ignore[attr-defined]
+
+
+class RangeWriter:
+    """Inserts rows into [lo, hi) of event_logs, one autocommit INSERT at a time, until stopped;
+    remembers every row it was told was committed and every insert that failed."""
+
+    def __init__(self, url: str, lo: datetime, tag: str) -> None:
+        self.url, self.lo, self.tag = url, lo, tag
+        self.committed: list[int] = []
+        self.failures: list[str] = []
+        self.stop = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        try:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                try:
+                    await conn.execute(
+                        "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES ($1, $2, $3)",
+                        n, self.tag, self.lo + timedelta(minutes=n % 40000))
+                    self.committed.append(n)
+                except asyncpg.PostgresError as exc:
+                    self.failures.append(f"{exc.sqlstate}: {exc}")
+                self.started.set()
+        finally:
+            await conn.close()
+
+
+async def test_inserts_racing_the_default_row_move_never_fail(conn: asyncpg.Connection, db_url: str) -> None:
+    """Rows routed to the DEFAULT partition while the last batch + ATTACH holds it must not be
+    re-checked against the DEFAULT's new constraint: writers wait before routing instead."""
+    await conn.execute(EVENT_LOGS)
+    await conn.execute("CREATE TABLE event_logs_default PARTITION OF event_logs DEFAULT")
+    seeded = 0
+    for run in range(4):
+        month = datetime(2027, 1 + run, 1, tzinfo=UTC)
+        # Rows of a month ahead sit in the DEFAULT partition (e.g. written before its partition existed).
+        await conn.execute(
+            "INSERT INTO event_logs (player_id, event_type, server_timestamp) "
+            "SELECT g, 'seed', $1::timestamptz + g * interval '1 minute' FROM generate_series(1, 3000) g", month)
+        seeded += 3000
+        writer = RangeWriter(db_url, month, f"w{run}")
+        task = asyncio.create_task(writer.run())
+        await asyncio.wait_for(writer.started.wait(), 60)
+        spec = policy(defaultPartition=True, defaultRows={"move": True, "batchRows": 500},
+                      range={"column": "server_timestamp", "interval": "1 month", "premake": 2 + run},
+                      timeouts={"lockTimeout": "5s", "lockRetries": 3})
+        out = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+        writer.stop.set()
+        await task
+        assert condition(out, "Ready").status, out.conditions  # type: ignore[attr-defined]
+        assert writer.failures == [], f"run {run}: {len(writer.failures)} inserts failed: {writer.failures[:3]}"
+        # Every committed row is there exactly once, in the month's own partition.
+        rows = await conn.fetch("SELECT player_id, tableoid::regclass::text AS part FROM event_logs "
+                                "WHERE event_type = $1", writer.tag)
+        assert sorted(r["player_id"] for r in rows) == sorted(writer.committed)
+        assert {r["part"] for r in rows} == {f"event_logs_p{month:%Y_%m}"}
+    assert await conn.fetchval("SELECT count(*) FROM event_logs WHERE event_type = 'seed'") == seeded
+    assert await conn.fetchval("SELECT count(*) FROM event_logs_default") == 0

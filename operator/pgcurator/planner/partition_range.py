@@ -125,8 +125,8 @@ def move_default_steps(
 
     Each batch is one statement (DELETE ... RETURNING feeding INSERT), so a row is always in
     exactly one place; a crash between batches resumes with the next batch. The last batch and
-    the ATTACH share a transaction that holds writers off the DEFAULT partition, so no row can
-    slip in between."""
+    the ATTACH share a transaction that holds writers off the table (under lockTimeout), so no
+    row can slip in between and no writer's row is routed by the old layout."""
     cols = [c.name for c in obs.columns if not c.generated]
     col_list = ", ".join(ident(c) for c in cols)
     dq = qualified(default.schema, default.name)
@@ -140,13 +140,20 @@ def move_default_steps(
     move_rest = (f"WITH moved AS (DELETE FROM {dq} WHERE {where} RETURNING {col_list}) "
                  f"INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
     create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False)
-    attach = (f"ALTER TABLE {qualified(parent.schema, parent.name)} ATTACH PARTITION {target} {bound}")
+    pq = qualified(parent.schema, parent.name)
+    attach = f"ALTER TABLE {pq} ATTACH PARTITION {target} {bound}"
     return [
         Step(kind="create_detached", target=name, statements=tuple(create), group=name,
              description="new partition, attached once the DEFAULT partition's rows are in it"),
         Step(kind="move_default_rows", target=name, statements=(move_batch,), group=name, repeat_until_zero=True,
              description=f"move rows of [{lo}, {hi}) out of {default.name}, {batch} per transaction"),
+        # The parent is locked first, in a mode that conflicts with the writers' ROW EXCLUSIVE: an
+        # INSERT then waits before it routes its row, and routes it to the attached partition once
+        # this commits. Locking only the DEFAULT partition let an INSERT route its row there, wait,
+        # and then fail the DEFAULT's new partition constraint (23514). ONLY: the other partitions
+        # stay writable directly.
         Step(kind="attach_moved", target=name, group=name, statements=(
+            f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
             f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest, attach),
-            description="move the rows written meanwhile and attach, holding writers off the DEFAULT partition"),
+            description="move the rows written meanwhile and attach, holding writers off the table"),
     ]
