@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from pgcurator.models.partition import PartitionPolicySpec
-from pgcurator.reconcile.partition import reconcile_partition_policy
+from pgcurator.reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 
 from .scenarios import EVENT_LOGS, event_logs_policy
 
@@ -104,3 +104,84 @@ async def test_inserts_racing_the_default_row_move_never_fail(conn: asyncpg.Conn
         assert {r["part"] for r in rows} == {f"event_logs_p{month:%Y_%m}"}
     assert await conn.fetchval("SELECT count(*) FROM event_logs WHERE event_type = 'seed'") == seeded
     assert await conn.fetchval("SELECT count(*) FROM event_logs_default") == 0
+
+
+async def _waiting_on(conn: asyncpg.Connection, table: str, deadline_s: float = 60.0) -> None:
+    """Returns once another session waits for a lock on `table` (polls; no fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while loop.time() < end:
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE NOT granted "
+                               "AND relation = $1::regclass)", table):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nobody started waiting for a lock on {table}")
+
+
+async def _committed_or_waiting(conn: asyncpg.Connection, task: asyncio.Task[str], pid: int) -> None:
+    """Returns once `task` (a statement of backend `pid`) has finished or waits for a lock."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 60
+    while not task.done() and loop.time() < end:
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+                               pid):
+            return
+        await asyncio.sleep(0.02)
+    assert task.done() or loop.time() < end, "the insert neither finished nor waited for a lock"
+
+
+async def test_deletion_never_drops_a_row_written_during_cleanup(conn: asyncpg.Connection, db_url: str) -> None:
+    """A row committed into a partition while deletion cleanup is under way is never dropped with it."""
+    await conn.execute(EVENT_LOGS)
+    spec = policy(deletionPolicy="Delete", range={"column": "server_timestamp", "interval": "1 month", "premake": 1},
+                  timeouts={"lockTimeout": "30s", "lockRetries": 1})
+    assert condition(await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW), "Ready").status  # type: ignore[attr-defined]
+    # Another session holds a lock that lets writers in but keeps DDL on the table waiting, so the
+    # cleanup stops at its first lock wait.
+    blocker = await asyncpg.connect(db_url)
+    writer = await asyncpg.connect(db_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE ONLY event_logs IN SHARE UPDATE EXCLUSIVE MODE")
+        cleanup_conn = await asyncpg.connect(db_url)
+        try:
+            cleanup = asyncio.create_task(cleanup_partition_policy(cleanup_conn, spec, RESOURCE))
+            await _waiting_on(conn, "event_logs")
+            # Written now, into a partition the policy created and that was empty a moment ago.
+            insert = asyncio.create_task(writer.execute(
+                "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (1, 'late', '2026-12-05')"))
+            await _committed_or_waiting(conn, insert, writer.get_server_pid())
+            await tx.rollback()
+            kept = await cleanup
+            try:
+                await insert
+                committed = True
+            except asyncpg.PostgresError:
+                committed = False  # it waited behind the cleanup and found no partition: refused, not lost
+        finally:
+            await cleanup_conn.close()
+    finally:
+        await blocker.close()
+        await writer.close()
+    if committed:
+        assert await conn.fetchval("SELECT count(*) FROM event_logs WHERE event_type = 'late'") == 1
+        assert "event_logs_p2026_12" in kept
+    assert await conn.fetchval("SELECT count(*) FROM event_logs") == (1 if committed else 0)
+
+
+async def test_deletion_drops_empty_created_partitions_and_keeps_the_others(conn: asyncpg.Connection) -> None:
+    await conn.execute(EVENT_LOGS)
+    await conn.execute("CREATE TABLE event_logs_legacy PARTITION OF event_logs "
+                       "FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')")  # not created by the policy
+    spec = policy(deletionPolicy="Delete", defaultPartition=True,
+                  range={"column": "server_timestamp", "interval": "1 month", "premake": 1})
+    await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    await conn.execute("INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (1, 'x', '2026-11-05')")
+    kept = await cleanup_partition_policy(conn, spec, RESOURCE)
+    assert kept == ["event_logs_p2026_11"]
+    left = {r[0] for r in await conn.fetch("SELECT relname FROM pg_catalog.pg_class WHERE relname LIKE 'event_logs_%' "
+                                           "AND relkind IN ('r', 'p')")}
+    assert left == {"event_logs_p2026_11", "event_logs_legacy"}
+    assert await conn.fetchval("SELECT count(*) FROM pgcurator.history WHERE outcome = 'skipped' "
+                               "AND target = 'event_logs_p2026_11'") == 1

@@ -14,7 +14,10 @@ from ..planner.partition import RangeLayout, desired_range_periods, plan_policy
 from ..planner.ranges import Bound, render_bound
 from ..sql.statements import Plan, Step
 from .outcome import Event, Outcome
+from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
+
+__all__ = ["cleanup_partition_policy", "layout_status", "reconcile_partition_policy"]
 
 MAX_LISTED_PARTITIONS = 100
 LOCK_RETRY_SECONDS = 15.0
@@ -215,36 +218,3 @@ def _ready_message(status: dict[str, Any]) -> str:
     if status.get("defaultRows"):
         msg += f"; {status['defaultRows']} rows in the default partition"
     return msg
-
-
-_CREATED_SQL = """
-SELECT DISTINCT target FROM pgcurator.history
- WHERE resource = $1 AND step IN ('create_partition', 'create_default', 'create_detached') AND outcome = 'ok'
-"""
-
-
-async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resource: str) -> None:
-    """deletionPolicy: Delete. Removes the partitions this policy created, but only those
-    that are empty: deleting a policy never deletes rows."""
-    from ..sql.quote import qualified
-
-    t = spec.table
-    created = {r[0] for r in await conn.fetch(_CREATED_SQL, resource)}
-    obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
-    plan = Plan()
-    concurrently = obs.default_partition is None
-    for p in obs.partitions:
-        if p.name not in created:
-            continue
-        child = qualified(p.schema, p.name)
-        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {child})"):
-            continue
-        detach = f"ALTER TABLE {qualified(t.schema_, t.name)} DETACH PARTITION {child}"
-        if concurrently and not p.is_default:
-            plan.steps.append(Step("detach_partition", p.name, (detach + " CONCURRENTLY",), transactional=False,
-                                   group=p.name))
-            plan.steps.append(Step("drop_partition", p.name, (f"DROP TABLE IF EXISTS {child}",), group=p.name))
-        else:
-            plan.steps.append(Step("drop_partition", p.name, (detach, f"DROP TABLE IF EXISTS {child}"), group=p.name))
-    async with TableLock(conn, t.schema_, t.name):
-        await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts)
