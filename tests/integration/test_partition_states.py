@@ -185,3 +185,126 @@ async def test_deletion_drops_empty_created_partitions_and_keeps_the_others(conn
     assert left == {"event_logs_p2026_11", "event_logs_legacy"}
     assert await conn.fetchval("SELECT count(*) FROM pgcurator.history WHERE outcome = 'skipped' "
                                "AND target = 'event_logs_p2026_11'") == 1
+
+
+# Tables already in the declared shape, built by hand (as a team adopting pgcurator would have them),
+# with the spec that declares that shape.
+_BASE = {"database": {"secretName": "db"}, "timeouts": {"lockTimeout": "5s", "lockRetries": 1}}
+IN_SHAPE: dict[str, tuple[str, dict[str, object]]] = {
+    "range-monthly-retention": ("""
+        CREATE TABLE t (id bigint, ts timestamptz NOT NULL) PARTITION BY RANGE (ts);
+        CREATE TABLE t_p2026_09 PARTITION OF t FOR VALUES FROM ('2026-09-01+00') TO ('2026-10-01+00');
+        CREATE TABLE t_p2026_10 PARTITION OF t FOR VALUES FROM ('2026-10-01+00') TO ('2026-11-01+00');
+        CREATE TABLE t_p2026_11 PARTITION OF t FOR VALUES FROM ('2026-11-01+00') TO ('2026-12-01+00');
+        CREATE TABLE t_p2026_12 PARTITION OF t FOR VALUES FROM ('2026-12-01+00') TO ('2027-01-01+00');
+        CREATE TABLE t_default PARTITION OF t DEFAULT;
+        INSERT INTO t VALUES (1, '2019-05-01');""",
+        {"table": {"name": "t"}, "defaultPartition": True, "retention": {"keep": 2, "action": "drop"},
+         "range": {"column": "ts", "interval": "1 month", "premake": 1}}),
+    "range-daily-tokyo-timestamp": ("""
+        CREATE TABLE t (id bigint, ts timestamp NOT NULL) PARTITION BY RANGE (ts);
+        CREATE TABLE t_p2026_11_22 PARTITION OF t FOR VALUES FROM ('2026-11-22') TO ('2026-11-23');
+        CREATE TABLE t_p2026_11_23 PARTITION OF t FOR VALUES FROM ('2026-11-23') TO ('2026-11-24');""",
+        {"table": {"name": "t"}, "retention": {"keep": 1, "action": "detach"},
+         "range": {"column": "ts", "interval": "1 day", "timeZone": "Asia/Tokyo", "premake": 1}}),
+    "range-only-old-partitions": ("""
+        CREATE TABLE t (id bigint, ts timestamptz NOT NULL) PARTITION BY RANGE (ts);
+        CREATE TABLE t_p2025_01 PARTITION OF t FOR VALUES FROM ('2025-01-01+00') TO ('2025-02-01+00');
+        CREATE TABLE t_p2025_02 PARTITION OF t FOR VALUES FROM ('2025-02-01+00') TO ('2025-03-01+00');""",
+        {"table": {"name": "t"}, "retention": {"keep": 1, "action": "drop"},
+         "range": {"column": "ts", "interval": "1 month", "premake": 0}}),
+    "range-integer": ("""
+        CREATE TABLE t (id bigint NOT NULL) PARTITION BY RANGE (id);
+        CREATE TABLE t_p0 PARTITION OF t FOR VALUES FROM (0) TO (100);
+        CREATE TABLE t_p100 PARTITION OF t FOR VALUES FROM (100) TO (200);
+        INSERT INTO t SELECT generate_series(0, 150);""",
+        {"table": {"name": "t"}, "retention": {"keep": 1, "action": "drop"},
+         "range": {"column": "id", "width": 100, "premake": 1}}),
+    "list": ("""
+        CREATE TABLE t (k text NOT NULL, v int) PARTITION BY LIST (k);
+        CREATE TABLE t_a PARTITION OF t FOR VALUES IN ('a', 'b');
+        CREATE TABLE t_c PARTITION OF t FOR VALUES IN ('c');
+        CREATE TABLE t_default PARTITION OF t DEFAULT;""",
+        {"table": {"name": "t"}, "strategy": "list", "defaultPartition": True,
+         "list": {"column": "k", "partitions": [{"name": "a", "values": ["a", "b"]}, {"name": "c", "values": ["c"]}]}}),
+    "hash": ("""
+        CREATE TABLE t (id bigint NOT NULL) PARTITION BY HASH (id);
+        CREATE TABLE t_0 PARTITION OF t FOR VALUES WITH (modulus 2, remainder 0);
+        CREATE TABLE t_1 PARTITION OF t FOR VALUES WITH (modulus 2, remainder 1);""",
+        {"table": {"name": "t"}, "strategy": "hash", "hash": {"column": "id", "modulus": 2}}),
+    "list-then-hash": ("""
+        CREATE TABLE t (k text NOT NULL, s bigint NOT NULL) PARTITION BY LIST (k);
+        CREATE TABLE t_a PARTITION OF t FOR VALUES IN ('a') PARTITION BY HASH (s);
+        CREATE TABLE t_a_0 PARTITION OF t_a FOR VALUES WITH (modulus 2, remainder 0);
+        CREATE TABLE t_a_1 PARTITION OF t_a FOR VALUES WITH (modulus 2, remainder 1);
+        CREATE TABLE t_b PARTITION OF t FOR VALUES IN ('b');""",
+        {"table": {"name": "t"}, "strategy": "list",
+         "list": {"column": "k", "partitions": [{"name": "a", "values": ["a"]}, {"name": "b", "values": ["b"]}]},
+         "subpartition": {"strategy": "hash", "hash": {"column": "s", "modulus": 2}, "only": ["a"]}}),
+    "range-then-range": ("""
+        CREATE TABLE t (ts timestamptz NOT NULL, id bigint NOT NULL) PARTITION BY RANGE (ts);
+        CREATE TABLE t_p2026 PARTITION OF t FOR VALUES FROM ('2026-01-01+00') TO ('2027-01-01+00')
+            PARTITION BY RANGE (id);
+        CREATE TABLE t_p2026_p0 PARTITION OF t_p2026 FOR VALUES FROM (0) TO (1000);
+        CREATE TABLE t_p2027 PARTITION OF t FOR VALUES FROM ('2027-01-01+00') TO ('2028-01-01+00')
+            PARTITION BY RANGE (id);
+        CREATE TABLE t_p2027_p0 PARTITION OF t_p2027 FOR VALUES FROM (0) TO (1000);""",
+        {"table": {"name": "t"}, "retention": {"keep": 1, "action": "drop"},
+         "range": {"column": "ts", "interval": "1 year", "premake": 1},
+         "subpartition": {"strategy": "range", "range": {"column": "id", "width": 1000, "premake": 0}}}),
+}
+
+
+async def _ensure_metadata(conn: asyncpg.Connection) -> None:
+    from pgcurator.db import metadata
+
+    # ensure_metadata is the versioned successor of ensure_metadata_schema.
+    ensure = getattr(metadata, "ensure_metadata", None) or metadata.ensure_metadata_schema
+    await ensure(conn)
+
+
+@pytest.mark.parametrize("layout", sorted(IN_SHAPE))
+async def test_a_second_reconcile_plans_nothing(conn: asyncpg.Connection, layout: str) -> None:
+    ddl, body = IN_SHAPE[layout]
+    await conn.execute(ddl)
+    await _ensure_metadata(conn)  # the runtime does this before every reconcile
+    spec = PartitionPolicySpec.model_validate({**_BASE, **body})
+    first = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    assert condition(first, "Ready").status, first.conditions  # type: ignore[attr-defined]
+    second = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    ready = condition(second, "Ready")
+    assert ready.status and ready.reason == "UpToDate", (  # type: ignore[attr-defined]
+        f"second run: {ready}; first run did {first.status.get('lastRun')}")
+    assert "lastRun" not in second.status
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ({"interval": "1 month", "timeZone": "UTC"}, {"interval": "1 month", "timeZone": "Asia/Tokyo"}),
+    ({"interval": "1 month", "timeZone": "UTC"}, {"interval": "1 month", "timeZone": "America/New_York"}),
+    ({"interval": "1 day", "timeZone": "Australia/Lord_Howe"}, {"interval": "1 week", "timeZone": "Asia/Kathmandu"}),
+    ({"interval": "1 month", "timeZone": "Europe/London"}, {"interval": "6 hours", "timeZone": "UTC"}),
+])
+async def test_changing_the_grid_leaves_no_hole_in_the_window(
+    conn: asyncpg.Connection, before: dict[str, str], after: dict[str, str],
+) -> None:
+    await conn.execute(EVENT_LOGS)
+    first = policy(range={"column": "server_timestamp", "premake": 3, **before})
+    assert condition(await reconcile_partition_policy(conn, first, resource=RESOURCE, now=NOW), "Ready").status  # type: ignore[attr-defined]
+    later = NOW + timedelta(days=23)
+    second = policy(range={"column": "server_timestamp", "premake": 3, **after})
+    out = await reconcile_partition_policy(conn, second, resource=RESOURCE, now=later)
+    assert condition(out, "Ready").status, out.conditions  # type: ignore[attr-defined]
+    # The window: from the start of the current period on the new grid to the end of the last premade one.
+    from pgcurator.planner.partition import desired_range_periods
+
+    periods = desired_range_periods(second.rng, later, None)
+    lo, hi = periods[0].lower, periods[-1].upper
+    # One row at every hour (and at the window's first instant, which need not be on the hour).
+    n = await conn.fetchval(
+        "WITH ins AS (INSERT INTO event_logs (player_id, event_type, server_timestamp) "
+        "SELECT 1, 'probe', t FROM (SELECT $1::timestamptz AS t UNION ALL SELECT generate_series("
+        "date_trunc('hour', $1::timestamptz) + interval '1 hour', $2::timestamptz - interval '1 microsecond', "
+        "interval '1 hour')) s RETURNING 1) SELECT count(*) FROM ins", lo, hi)
+    assert n > 0
+    again = await reconcile_partition_policy(conn, second, resource=RESOURCE, now=later)
+    assert condition(again, "Ready").reason == "UpToDate", again.conditions  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from ..sql.quote import fit_identifier, ident, qualified
 from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
 from .partition_retention import retention_steps
-from .ranges import Bound, overlaps, parse_range_bound, render_bound
+from .ranges import Bound, Value, key_suffix, overlaps, parse_range_bound, render_bound, span, uncovered
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,19 @@ class RangeLayout:
     drift: list[str] = field(default_factory=list)
 
 
-def plan_range_level(
-    spec: PartitionPolicySpec, r: RangeSpec, parent: Parent, obs: TableObservation, column_type: str,
-    now: datetime, plan: Plan, root_level: bool,
-) -> RangeLayout:
-    tz = ZoneInfo(r.time_zone)
+@dataclass(frozen=True)
+class NewRange:
+    """A range partition to create: one period of the grid, or a bridge over the part of a period
+    that partitions on another grid (an earlier interval or time zone) leave uncovered."""
+
+    name: str
+    lower: Value
+    upper: Value
+    bridge: bool = False
+
+
+def parse_parts(obs: TableObservation, column_type: str, tz: ZoneInfo) -> tuple[list[RangePartition],
+                                                                               list[PartitionInfo]]:
     parts: list[RangePartition] = []
     unparsed: list[PartitionInfo] = []
     for p in obs.partitions:
@@ -53,27 +61,66 @@ def plan_range_level(
         else:
             parts.append(RangePartition(p, bounds[0], bounds[1]))
     parts.sort(key=lambda rp: (rp.lower is not None, rp.lower))
+    return parts, unparsed
+
+
+def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_type: str, now: datetime,
+                     notes: list[str] | None = None) -> list[NewRange]:
+    """Everything of the window (the current period and `premake` after it) that no existing
+    partition covers: whole periods under their grid names, and the uncovered parts of periods that
+    existing partitions cover only partly as bridges (after a change of interval or time zone), so
+    the window never has a gap. Nothing planned overlaps an existing partition or another plan."""
+    tz = ZoneInfo(r.time_zone)
+    parts, _ = parse_parts(obs, column_type, tz)
+    covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
+    names = {p.name for p in obs.partitions} | set(obs.loose_tables)
+    out: list[NewRange] = []
+    for period in desired_range_periods(r, now, obs.max_key):
+        want = span(period.lower, period.upper, column_type, tz)
+        if want.lo_key >= want.hi_key:  # type: ignore[operator]
+            continue  # empty for this column: a wall-clock hour repeated when clocks go back
+        gaps = uncovered(want, covers)
+        if len(gaps) == 1 and gaps[0].lo_key == want.lo_key and gaps[0].hi_key == want.hi_key:
+            out.append(NewRange(range_name(naming, r, period.lower), period.lower, period.upper))
+            continue
+        exact = any(c.lo_key == want.lo_key and c.hi_key == want.hi_key for c in covers)
+        if not exact and notes is not None:
+            by = [p.info.name for p, c in zip(parts, covers, strict=True)
+                  if overlaps(c.lo_key, c.hi_key, want.lo_key, want.hi_key)]
+            notes.append(f"[{period.lower}, {period.upper}) is covered by {', '.join(by)}"
+                         + (f" and {len(gaps)} bridging partitions" if gaps else ""))
+        for g in gaps:
+            assert g.lower is not None and g.upper is not None and g.lo_key is not None and g.hi_key is not None
+            base = fit_identifier(naming, f"_b{key_suffix(g.lo_key)}_{key_suffix(g.hi_key)}")
+            name, n = base, 1
+            while name in names or any(o.name == name for o in out):
+                n += 1
+                name = fit_identifier(naming, f"_b{key_suffix(g.lo_key)}_{key_suffix(g.hi_key)}_{n}")
+            out.append(NewRange(name, g.lower, g.upper, bridge=True))
+    return out
+
+
+def plan_range_level(
+    spec: PartitionPolicySpec, r: RangeSpec, parent: Parent, obs: TableObservation, column_type: str,
+    now: datetime, plan: Plan, root_level: bool,
+) -> RangeLayout:
+    tz = ZoneInfo(r.time_zone)
+    parts, unparsed = parse_parts(obs, column_type, tz)
     by_name = {p.name: p for p in obs.partitions}
     default = obs.default_partition if root_level else None
     sub = spec.subpartition if root_level else None
 
-    for period in desired_range_periods(r, now, obs.max_key):
-        blockers = [p for p in parts if overlaps(p.lower, p.upper, period.lower, period.upper)]
-        name = range_name(parent.naming, r, period.lower)
-        if any(p.lower == period.lower and p.upper == period.upper for p in blockers):
-            continue
-        if blockers:
-            plan.notes.append(f"[{period.lower}, {period.upper}) is already covered by "
-                              f"{', '.join(b.info.name for b in blockers)}")
-            continue
+    planned = 0
+    for new in ranges_to_create(r, parent.naming, obs, column_type, now, plan.notes):
+        name = new.name
         if name in by_name:
             raise PlanError(
                 f"a partition named {name} exists with bounds {by_name[name].bound_expr!r}, which do not match "
-                f"[{period.lower}, {period.upper})",
+                f"[{new.lower}, {new.upper})",
                 reason="NameConflict",
             )
-        lo = render_bound(period.lower, column_type, tz)
-        hi = render_bound(period.upper, column_type, tz)
+        lo = render_bound(new.lower, column_type, tz)
+        hi = render_bound(new.upper, column_type, tz)
         bound = f"FOR VALUES FROM ({lo}) TO ({hi})"
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
@@ -83,6 +130,7 @@ def plan_range_level(
                     "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
                 continue
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, lo, hi, bound, sub, now))
+            planned += 1
             continue
         steps: list[Step] = []
         stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now)
@@ -103,12 +151,14 @@ def plan_range_level(
                               description=f"scan {default.name} for rows in [{lo}, {hi})"))
             stmts.append(f"ALTER TABLE {dq} DROP CONSTRAINT IF EXISTS {ident(guard)}")
         steps.append(Step(kind="create_partition", target=name, statements=tuple(stmts), group=name,
-                          description=f"[{lo}, {hi})"))
+                          description=f"[{lo}, {hi})" + (" bridging partitions on another grid" if new.bridge
+                                                         else "")))
         plan.steps.extend(steps)
+        planned += 1
 
     if root_level:
         ends = [(p.info, p.upper) for p in parts]
-        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now))
+        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned))
 
     covered: Bound = None
     if parts:

@@ -70,15 +70,16 @@ def archive_steps(parent: Parent, name: str, retention: Retention) -> list[Step]
 
 
 def retention_steps(retention: Retention | None, r: RangeSpec, parent: Parent, obs: TableObservation,
-                    uppers: list[tuple[PartitionInfo, Bound]], now: datetime) -> list[Step]:
+                    uppers: list[tuple[PartitionInfo, Bound]], now: datetime, planned: int = 0) -> list[Step]:
     """Steps removing the partitions (given with their upper bounds, oldest first) whose whole
-    range ends at or before the cutoff; never the last partition."""
+    range ends at or before the cutoff; never the last one, unless `planned` partitions are being
+    created beside it (else the next run would remove it: a second run must plan nothing)."""
     cutoff = retention_cutoff_for(r, retention, now, obs.max_key)
     if cutoff is None or retention is None:
         return []
     old = [p for p, upper in uppers if upper is not None and upper <= cutoff  # type: ignore[operator]
            and not p.detach_pending]
-    if old and len(uppers) == len(old):
+    if old and len(uppers) == len(old) and not planned:
         old = old[:-1]  # never the last partition
     concurrently = obs.default_partition is None
     pq = qualified(parent.schema, parent.name)

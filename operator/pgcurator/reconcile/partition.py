@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 from ..catalog.partitions import TableObservation, count_default_rows_in, observe_table
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
+from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec
-from ..planner.partition import RangeLayout, desired_range_periods, plan_policy
+from ..planner.partition import RangeLayout, plan_policy
+from ..planner.partition_range import ranges_to_create
 from ..planner.ranges import Bound, render_bound
 from ..sql.statements import Plan, Step
 from .outcome import Event, Outcome
@@ -112,12 +114,13 @@ async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> Table
         if ctype:
             tz = ZoneInfo(r.time_zone)
             try:
+                # Exactly the ranges the planner will create (bridges included).
                 ranges = []
-                for period in desired_range_periods(r, now, obs.max_key):
-                    lo, hi = render_bound(period.lower, ctype, tz), render_bound(period.upper, ctype, tz)
+                for new in ranges_to_create(r, t.name, obs, ctype, now):
+                    lo, hi = render_bound(new.lower, ctype, tz), render_bound(new.upper, ctype, tz)
                     ranges.append((lo, lo, hi))
-            except ValueError:
-                ranges = []  # wrong column type: the planner says so
+            except (ValueError, PlanError):
+                ranges = []  # e.g. a wrong column type: the planner says so
             obs.default_rows_in = await count_default_rows_in(conn, obs, r.column, ranges)
     return obs
 
