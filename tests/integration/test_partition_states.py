@@ -308,3 +308,20 @@ async def test_changing_the_grid_leaves_no_hole_in_the_window(
     assert n > 0
     again = await reconcile_partition_policy(conn, second, resource=RESOURCE, now=later)
     assert condition(again, "Ready").reason == "UpToDate", again.conditions  # type: ignore[attr-defined]
+
+
+async def test_integer_premake_stops_at_what_the_column_type_holds(conn: asyncpg.Connection) -> None:
+    """Premake past a smallint's maximum ends in one partition up to MAXVALUE instead of a bound
+    PostgreSQL refuses on every run."""
+    await conn.execute("CREATE TABLE s (id smallint NOT NULL) PARTITION BY RANGE (id);"
+                       "CREATE TABLE s_p31000 PARTITION OF s FOR VALUES FROM (31000) TO (32000);"
+                       "INSERT INTO s VALUES (31999)")
+    spec = PartitionPolicySpec.model_validate({**_BASE, "table": {"name": "s"},
+                                               "range": {"column": "id", "width": 1000, "premake": 3}})
+    out = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    assert condition(out, "Ready").status, out.conditions  # type: ignore[attr-defined]
+    assert await conn.fetchval("SELECT pg_get_expr(relpartbound, oid) FROM pg_catalog.pg_class "
+                               "WHERE relname = 's_p32000'") == "FOR VALUES FROM ('32000') TO (MAXVALUE)"
+    await conn.execute("INSERT INTO s VALUES (32767)")
+    again = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    assert condition(again, "Ready").reason == "UpToDate", again.conditions  # type: ignore[attr-defined]

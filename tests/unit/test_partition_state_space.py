@@ -20,7 +20,7 @@ from pgcurator.errors import PlanError
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.partition import plan_policy
 from pgcurator.planner.partition_range import parse_parts
-from pgcurator.planner.ranges import render_bound, span
+from pgcurator.planner.ranges import render_range, span
 
 from ..figures import FULL, record
 from .plan_sim import apply
@@ -29,6 +29,7 @@ ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asi
 UNITS = ["hour", "day", "week", "month", "year"]
 TIME_TYPES = ["timestamp with time zone", "timestamp without time zone", "date"]
 INT_TYPES = ["smallint", "integer", "bigint"]
+INT_LIMITS = {"smallint": (-(2**15), 2**15 - 1), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 EXAMPLES = 3000 if FULL else 400
 TRIED = {"specs": 0, "plans": 0, "refused": 0, "plan errors": 0}
 
@@ -152,7 +153,8 @@ def observation(draw: st.DrawFn, spec: PartitionPolicySpec, types: dict[str, str
                 tz = ZoneInfo(spec.range.time_zone)
                 for new in ranges_to_create(spec.range, spec.table.name, obs, types["k"], now):
                     if draw(st.booleans()):
-                        obs.default_rows_in[render_bound(new.lower, types["k"], tz)] = draw(st.integers(1, 10))
+                        obs.default_rows_in[render_range(new.lower, new.upper, types["k"], tz)[0]] = draw(
+                            st.integers(1, 10))
             except (PlanError, ValueError):
                 pass  # the planner reports these itself
     return obs
@@ -169,6 +171,11 @@ def _check_no_overlap(spec: PartitionPolicySpec, obs: TableObservation) -> None:
         assert a.hi_key is not None and b.lo_key is not None and a.hi_key <= b.lo_key, (a, b)  # type: ignore[operator]
     for s in spans:
         assert s.lo_key is None or s.hi_key is None or s.lo_key < s.hi_key, s  # type: ignore[operator]
+    limits = INT_LIMITS.get(obs.column_types["k"])
+    if limits is not None:  # PostgreSQL refuses a bound the column's type cannot hold
+        for s in spans:
+            for b in (s.lower, s.upper):
+                assert b is None or limits[0] <= b <= limits[1], f"bound {b} outside {obs.column_types['k']}"  # type: ignore[operator]
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

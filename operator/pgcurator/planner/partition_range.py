@@ -14,7 +14,16 @@ from ..sql.quote import fit_identifier, ident, qualified
 from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
 from .partition_retention import retention_steps
-from .ranges import Bound, Value, key_suffix, overlaps, parse_range_bound, render_bound, span, uncovered
+from .ranges import (
+    Bound,
+    clamp_to_type,
+    key_suffix,
+    overlaps,
+    parse_range_bound,
+    render_range,
+    span,
+    uncovered,
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,8 @@ class NewRange:
     that partitions on another grid (an earlier interval or time zone) leave uncovered."""
 
     name: str
-    lower: Value
-    upper: Value
+    lower: Bound  # None: MINVALUE / MAXVALUE (an integer type's limit)
+    upper: Bound
     bridge: bool = False
 
 
@@ -76,12 +85,14 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     names = {p.name for p in obs.partitions} | set(obs.loose_tables)
     out: list[NewRange] = []
     for period in desired_range_periods(r, now, obs.max_key):
-        want = span(period.lower, period.upper, column_type, tz)
+        want = clamp_to_type(period.lower, period.upper, column_type, tz)
+        if want is None:
+            continue  # beyond what the column's type can hold
         if want.lo_key >= want.hi_key:  # type: ignore[operator]
             continue  # empty for this column: a wall-clock hour repeated when clocks go back
         gaps = uncovered(want, covers)
         if len(gaps) == 1 and gaps[0].lo_key == want.lo_key and gaps[0].hi_key == want.hi_key:
-            out.append(NewRange(range_name(naming, r, period.lower), period.lower, period.upper))
+            out.append(NewRange(range_name(naming, r, period.lower), want.lower, want.upper))
             continue
         exact = any(c.lo_key == want.lo_key and c.hi_key == want.hi_key for c in covers)
         if not exact and notes is not None:
@@ -90,7 +101,7 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
             notes.append(f"[{period.lower}, {period.upper}) is covered by {', '.join(by)}"
                          + (f" and {len(gaps)} bridging partitions" if gaps else ""))
         for g in gaps:
-            assert g.lower is not None and g.upper is not None and g.lo_key is not None and g.hi_key is not None
+            assert g.lo_key is not None and g.hi_key is not None
             base = fit_identifier(naming, f"_b{key_suffix(g.lo_key)}_{key_suffix(g.hi_key)}")
             name, n = base, 1
             while name in names or any(o.name == name for o in out):
@@ -119,9 +130,7 @@ def plan_range_level(
                 f"[{new.lower}, {new.upper})",
                 reason="NameConflict",
             )
-        lo = render_bound(new.lower, column_type, tz)
-        hi = render_bound(new.upper, column_type, tz)
-        bound = f"FOR VALUES FROM ({lo}) TO ({hi})"
+        lo, hi, bound = render_range(new.lower, new.upper, column_type, tz)
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
             if not spec.default_rows.move:

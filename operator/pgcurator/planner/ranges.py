@@ -17,6 +17,7 @@ from ..models.partition import IntervalUnit
 
 TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 INT_TYPES = {"smallint", "integer", "bigint"}
+INT_LIMITS = {"smallint": (-(2**15), 2**15 - 1), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 
 # Unbounded ends (MINVALUE / MAXVALUE) are represented as None.
 Value = datetime | int
@@ -239,3 +240,27 @@ def key_suffix(key: Key) -> str:
     if isinstance(key, int):
         return IntGrid.suffix(key)
     return key.strftime("%Y%m%d%H%M") + (key.strftime("%S") if key.second else "")
+
+
+def render_range(lower: Bound, upper: Bound, column_type: str, tz: ZoneInfo) -> tuple[str, str, str]:
+    """(lo, hi, clause) of a range to create: `lo`/`hi` for predicates such as `col >= lo AND col < hi`,
+    the clause for ATTACH. An unbounded end (an integer period reaching past what the column's
+    type holds) is MINVALUE / MAXVALUE in the clause and the type's limit in the predicates."""
+    limits = INT_LIMITS.get(column_type, (0, 0))
+    lo = str(limits[0]) if lower is None else render_bound(lower, column_type, tz)
+    hi = str(limits[1] + 1) if upper is None else render_bound(upper, column_type, tz)
+    clause = (f"FOR VALUES FROM ({'MINVALUE' if lower is None else lo}) "
+              f"TO ({'MAXVALUE' if upper is None else hi})")
+    return lo, hi, clause
+
+
+def clamp_to_type(lower: Value, upper: Value, column_type: str, tz: ZoneInfo) -> Span | None:
+    """The period as a span a column of this type can hold: None when it lies wholly outside the
+    type's range, an unbounded end where it reaches past it."""
+    limits = INT_LIMITS.get(column_type)
+    if limits is None or not isinstance(lower, int) or not isinstance(upper, int):
+        return span(lower, upper, column_type, tz)
+    if lower > limits[1] or upper <= limits[0]:
+        return None
+    return Span(None if lower < limits[0] else lower, None if upper > limits[1] else upper,
+                max(lower, limits[0]), min(upper, limits[1] + 1))

@@ -13,7 +13,7 @@ from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec
 from ..planner.partition import RangeLayout, plan_policy
 from ..planner.partition_range import ranges_to_create
-from ..planner.ranges import Bound, render_bound
+from ..planner.ranges import Bound, render_range
 from ..sql.statements import Plan, Step
 from .outcome import Event, Outcome
 from .partition_cleanup import cleanup_partition_policy
@@ -117,7 +117,7 @@ async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> Table
                 # Exactly the ranges the planner will create (bridges included).
                 ranges = []
                 for new in ranges_to_create(r, t.name, obs, ctype, now):
-                    lo, hi = render_bound(new.lower, ctype, tz), render_bound(new.upper, ctype, tz)
+                    lo, hi, _ = render_range(new.lower, new.upper, ctype, tz)
                     ranges.append((lo, lo, hi))
             except (ValueError, PlanError):
                 ranges = []  # e.g. a wrong column type: the planner says so
