@@ -325,3 +325,20 @@ async def test_integer_premake_stops_at_what_the_column_type_holds(conn: asyncpg
     await conn.execute("INSERT INTO s VALUES (32767)")
     again = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
     assert condition(again, "Ready").reason == "UpToDate", again.conditions  # type: ignore[attr-defined]
+
+
+async def test_catalog_reads_are_not_shadowed_by_the_search_path(conn: asyncpg.Connection, dbname: str) -> None:
+    """A database whose search_path puts a schema before pg_catalog, holding tables named like the
+    catalogs: the observation still reads the real catalogs."""
+    await conn.execute(EVENT_LOGS)
+    spec = policy(range={"column": "server_timestamp", "interval": "1 month", "premake": 1})
+    await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    await conn.execute("CREATE TABLE public.pg_inherits (inhrelid oid, inhparent oid, inhdetachpending bool)")
+    await conn.execute("SET search_path = public, pg_catalog")
+    try:
+        from pgcurator.catalog.partitions import observe_table
+
+        obs = await observe_table(conn, "public", "event_logs", "server_timestamp")
+    finally:
+        await conn.execute("RESET search_path")
+    assert sorted(p.name for p in obs.partitions) == ["event_logs_p2026_11", "event_logs_p2026_12"]

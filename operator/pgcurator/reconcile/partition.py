@@ -19,7 +19,7 @@ from .outcome import Event, Outcome
 from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
 
-__all__ = ["cleanup_partition_policy", "layout_status", "reconcile_partition_policy"]
+__all__ = ["cleanup_partition_policy", "layout_status", "observe_policy", "reconcile_partition_policy"]
 
 MAX_LISTED_PARTITIONS = 100
 LOCK_RETRY_SECONDS = 15.0
@@ -105,7 +105,9 @@ def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
     }
 
 
-async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> TableObservation:
+async def observe_policy(conn: Any, spec: PartitionPolicySpec, now: datetime) -> TableObservation:
+    """What the planner needs, DEFAULT rows inside the ranges to create included: `pgcurator plan`
+    uses it too, so it shows exactly what a reconcile would do."""
     t = spec.table
     obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
     r = spec.range
@@ -144,7 +146,7 @@ async def reconcile_partition_policy(
         if converting is not None:
             return converting
     async with TableLock(conn, t.schema_, t.name):
-        obs = await _observe(conn, spec, now)
+        obs = await observe_policy(conn, spec, now)
         plan, layout = plan_policy(spec, obs, now)
         status = layout_status(spec, obs, layout, now)
         status["plan"] = plan.statements() if (spec.dry_run or spec.suspend) else []
@@ -175,7 +177,7 @@ async def reconcile_partition_policy(
 
             run = await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts, on_step=step_done,
                                  on_rows=rows_moved)
-            obs = await _observe(conn, spec, now)
+            obs = await observe_policy(conn, spec, now)
             _, layout = plan_policy(spec, obs, now)
             status = layout_status(spec, obs, layout, now)
             status["plan"] = []
