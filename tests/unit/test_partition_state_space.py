@@ -208,3 +208,35 @@ def test_every_accepted_spec_plans_or_says_why(data: st.DataObject, case: tuple[
     if not plan.blocked and not any(n.startswith("legacy") for n in (p.name for p in obs.partitions)):
         again, _ = plan_policy(spec, after, now)
         assert again.empty, [s.target for s in again.steps]
+
+
+def _refusal(body: dict[str, Any]) -> str:
+    from pgcurator.runtime import format_validation_error
+
+    try:
+        PartitionPolicySpec.model_validate(body)
+    except pydantic.ValidationError as exc:
+        return format_validation_error(exc)
+    raise AssertionError(f"accepted: {body}")
+
+
+def test_what_cannot_be_planned_is_refused_naming_the_field() -> None:
+    base: dict[str, Any] = {"database": {"secretName": "db"}, "table": {"name": "t"}}
+    rng = {"column": "k", "interval": "1 month"}
+    assert "range.interval" in _refusal({**base, "range": {**rng, "interval": "11 years"}})
+    assert "range.interval" in _refusal({**base, "range": {**rng, "interval": "9999 days"}})
+    assert "range.premake" in _refusal({**base, "range": {**rng, "interval": "10 years", "premake": 20}})
+    assert "retention.keep" in _refusal({**base, "range": {**rng, "interval": "10 years"},
+                                         "retention": {"keep": 101, "action": "drop"}})
+    assert "template.indexes" in _refusal({**base, "range": rng,
+                                           "template": {"indexes": [{"name": "i" * 53, "columns": ["id"]}]}})
+    assert "list.partitions[].name" in _refusal({**base, "strategy": "list", "list": {
+        "column": "k", "partitions": [{"name": "p" * 62, "values": ["a"]}]}})
+    # The largest accepted values plan.
+    ok = PartitionPolicySpec.model_validate({**base, "range": {**rng, "interval": "10 years", "premake": 18},
+                                             "retention": {"keep": 99, "action": "drop"}})
+    obs = TableObservation(schema="public", name="t", exists=True, relkind="p", strategy="r", key_columns=["k"],
+                           column_types={"k": "date"})
+    for now in (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)):
+        plan, _ = plan_policy(ok, obs, now)
+        assert len(plan.steps) == 19
