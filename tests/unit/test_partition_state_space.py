@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from pgcurator.catalog.partitions import ColumnInfo, PartitionInfo, TableObservation
 from pgcurator.errors import PlanError
 from pgcurator.models.partition import PartitionPolicySpec
-from pgcurator.planner.partition import plan_policy
+from pgcurator.planner.partition import desired_range_periods, plan_policy
 from pgcurator.planner.partition_range import parse_parts
-from pgcurator.planner.ranges import render_range, span
+from pgcurator.planner.ranges import clamp_to_type, render_range, span, uncovered
 
 from ..figures import FULL, record
 from .plan_sim import apply
@@ -39,7 +39,7 @@ def _transitions() -> list[datetime]:
     out: list[datetime] = []
     for zone in ZONES[1:]:
         tz = ZoneInfo(zone)
-        for year in (1950, 2000, 2026, 2100, 2199):
+        for year in (1950, 1986, 2000, 2026, 2100, 2199):
             t = datetime(year, 1, 1, tzinfo=UTC)
             prev = t.astimezone(tz).utcoffset()
             while t.year == year:
@@ -178,6 +178,22 @@ def _check_no_overlap(spec: PartitionPolicySpec, obs: TableObservation) -> None:
                 assert b is None or limits[0] <= b <= limits[1], f"bound {b} outside {obs.column_types['k']}"  # type: ignore[operator]
 
 
+def _check_no_gap(spec: PartitionPolicySpec, obs: TableObservation, now: datetime) -> None:
+    """Every value from the current period to the end of the premade window has a partition."""
+    if spec.range is None:
+        return
+    ctype = obs.column_types["k"]
+    tz = ZoneInfo(spec.range.time_zone)
+    parts, _ = parse_parts(obs, ctype, tz)
+    covers = [span(p.lower, p.upper, ctype, tz) for p in parts]
+    for period in desired_range_periods(spec.range, now, obs.max_key):
+        want = clamp_to_type(period.lower, period.upper, ctype, tz)
+        if want is None or want.lo_key >= want.hi_key:  # type: ignore[operator]
+            continue
+        gaps = uncovered(want, covers)
+        assert not gaps, f"no partition for {[(g.lo_key, g.hi_key) for g in gaps]}"
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), case=specs(), now=nows)
 def test_every_accepted_spec_plans_or_says_why(data: st.DataObject, case: tuple[dict[str, Any], dict[str, str]],
@@ -205,6 +221,8 @@ def test_every_accepted_spec_plans_or_says_why(data: st.DataObject, case: tuple[
     record("state-space partition planner: plans checked", TRIED["plans"])
     after = apply(obs, plan)
     _check_no_overlap(spec, after)
+    if not plan.blocked:
+        _check_no_gap(spec, after, now)
     if not plan.blocked and not any(n.startswith("legacy") for n in (p.name for p in obs.partitions)):
         again, _ = plan_policy(spec, after, now)
         assert again.empty, [s.target for s in again.steps]
