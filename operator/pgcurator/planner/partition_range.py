@@ -82,7 +82,8 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     tz = ZoneInfo(r.time_zone)
     parts, _ = parse_parts(obs, column_type, tz)
     covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
-    names = {p.name for p in obs.partitions} | set(obs.loose_tables)
+    # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
+    names = {p.name for p in obs.partitions}
     out: list[NewRange] = []
     for period in desired_range_periods(r, now, obs.max_key):
         want = clamp_to_type(period.lower, period.upper, column_type, tz)
