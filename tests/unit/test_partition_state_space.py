@@ -250,6 +250,8 @@ def test_what_cannot_be_planned_is_refused_naming_the_field() -> None:
                                            "template": {"indexes": [{"name": "i" * 53, "columns": ["id"]}]}})
     assert "list.partitions[].name" in _refusal({**base, "strategy": "list", "list": {
         "column": "k", "partitions": [{"name": "p" * 62, "values": ["a"]}]}})
+    assert "subpartition" in _refusal({**base, "strategy": "hash", "hash": {"column": "k", "modulus": 1024},
+                                       "subpartition": {"strategy": "hash", "hash": {"column": "s", "modulus": 1024}}})
     # The largest accepted values plan.
     ok = PartitionPolicySpec.model_validate({**base, "range": {**rng, "interval": "10 years", "premake": 18},
                                              "retention": {"keep": 99, "action": "drop"}})

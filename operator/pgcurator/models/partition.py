@@ -43,6 +43,9 @@ _UNIT_DAYS = {"hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
 # between 1900 and 2200 (tested over that range).
 MAX_PREMAKE_DAYS = 200 * 365
 MAX_KEEP_DAYS = 1000 * 365
+# Tables one run may create (each a catalog entry, a lock and a file): far beyond any layout in use,
+# well below what makes planning or the catalog struggle.
+MAX_TABLES_PER_RUN = 20_000
 
 
 class IntervalUnit(StrEnum):
@@ -290,6 +293,7 @@ class PartitionPolicySpec(CommonSpec):
             raise ValueError(f"strategy {self.strategy} does not use the {', '.join(extra)} section")
         if self.retention is not None and self.strategy != "range":
             raise ValueError("retention applies to range partitions only")
+        self._check_table_count()
         if self.default_partition and self.strategy == "hash":
             raise ValueError("hash-partitioned tables cannot have a DEFAULT partition")
         if self.subpartition is not None and self.subpartition.only is not None and self.strategy != "list":
@@ -309,6 +313,17 @@ class PartitionPolicySpec(CommonSpec):
             if unknown:
                 raise ValueError(f"subpartition.only names unknown list partitions: {sorted(unknown)}")
         return self
+
+    def _check_table_count(self) -> None:
+        """One run creates at most MAX_TABLES_PER_RUN tables (first level x second level)."""
+        first = (self.range.premake + 1 if self.range else len(self.list.partitions) if self.list
+                 else self.hash.modulus if self.hash else 1)
+        sub = self.subpartition
+        second = 1 if sub is None else sub.hash.modulus if sub.hash else sub.range.premake + 1 if sub.range else 1
+        if first * second > MAX_TABLES_PER_RUN:
+            raise ValueError(
+                f"subpartition: {first} first-level partitions with {second} below each are {first * second} tables, "
+                f"more than the {MAX_TABLES_PER_RUN} one run creates; lower the premake, modulus or number of lists")
 
     @property
     def key_column(self) -> str:
