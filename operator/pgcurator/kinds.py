@@ -24,7 +24,7 @@ async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:
-    await cleanup_partition_policy(ctx.conn, spec, ctx.resource)
+    await cleanup_partition_policy(ctx.conn, spec, ctx.resource, on_event=ctx.event)
 
 
 PARTITION_POLICY: KindHandler[PartitionPolicySpec] = KindHandler(
