@@ -23,7 +23,6 @@ from .partition_ddl import (
     create_table_sql,
     default_partition_name,
     desired_range_periods,
-    grid_of,
     hash_bound,
     list_bound,
     list_literal,
@@ -38,12 +37,10 @@ from .partition_retention import finish_interrupted
 
 # Names other modules (the conversion planner, tests) import from here.
 __all__ = [
-    "LIKE_OPTIONS", "Parent", "RangeLayout", "RangePartition", "_grid", "_sub_for", "check_table",
+    "LIKE_OPTIONS", "Parent", "RangeLayout", "RangePartition", "check_table",
     "child_statements", "default_partition_name", "desired_range_periods", "hash_bound", "list_bound",
     "parse_list_values", "partition_name", "plan_policy", "plan_range", "range_name", "read_layout",
 ]
-_grid = grid_of
-_sub_for = sub_for
 
 
 def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, now: datetime,

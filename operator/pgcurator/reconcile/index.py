@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions, reread_indexes
-from ..db.executor import StepResult, TableLock, run_plan
+from ..db.executor import TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import owner_of, release_all
 from ..models.index import IndexPolicySpec
@@ -16,7 +16,7 @@ from ..sql.statements import Plan, Step
 from .context import ReconcileContext
 from .index_build import BuildRun, execute
 from .index_claims import INDEX, claim_indexes, conflict_message, managed_by_others, release_undeclared
-from .outcome import Event, Outcome
+from .outcome import Outcome, step_event
 
 FAILED_RETRY_SECONDS = 60.0
 LOCK_RETRY_SECONDS = 15.0
@@ -56,7 +56,7 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
             )
         run: BuildRun | None = None
         if not plan.empty:
-            run = await execute(ctx, managed, plan, step_done=lambda sr: ctx.event(_step_event(sr)))
+            run = await execute(ctx, managed, plan, step_done=lambda sr: ctx.event(step_event(sr)))
             # What the run left, for the status: the indexes read again (the table, its partitions and
             # the reference definitions are those observed above).
             obs = await reread_indexes(conn, obs)
@@ -70,15 +70,6 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
 
 
 # --- status -----------------------------------------------------------------------------------
-
-
-def _step_event(sr: StepResult) -> Event:
-    stmts = "; ".join(s.statement for s in sr.statements) or "; ".join(sr.step.statements)
-    if sr.outcome == "ok":
-        return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
-    if sr.outcome == "lock_timeout":
-        return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}")
 
 
 def _index_states(spec: IndexPolicySpec, obs: IndexObservation) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from ..planner.partition import RangeLayout, plan_policy
 from ..planner.partition_range import ranges_to_create
 from ..planner.ranges import Bound, render_range
 from ..sql.statements import Plan, Step
-from .outcome import Event, Outcome
+from .outcome import Event, Outcome, step_event
 from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
 
@@ -78,17 +78,6 @@ def layout_status(spec: PartitionPolicySpec, obs: TableObservation, layout: Rang
     if layout.drift:
         status["templateDrift"] = layout.drift[:50]
     return status
-
-
-def _step_event(sr: StepResult) -> Event:
-    stmts = "; ".join(s.statement for s in sr.statements[:5]) or "; ".join(sr.step.statements)
-    if sr.outcome == "ok":
-        return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
-    if sr.outcome == "lock_timeout":
-        return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    if sr.outcome == "skipped":
-        return Event("Warning", "DDLSkipped", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}; statements: {stmts}")
 
 
 def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
@@ -168,7 +157,7 @@ async def reconcile_partition_policy(
 
             async def step_done(sr: StepResult) -> None:
                 if on_event is not None:
-                    await on_event(_step_event(sr))
+                    await on_event(step_event(sr))
 
             moved: dict[str, int] = {}
 

@@ -26,8 +26,7 @@ from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
 from .index_claims import INDEX, claim_indexes, conflict_message
-from .outcome import Condition, Event, Outcome
-from .partition import _step_event as step_event
+from .outcome import Condition, Event, Outcome, step_event
 from .vector_build import BuildReport, build_status, run_build
 from .vector_recall import measure_recall, recall_config_hash
 

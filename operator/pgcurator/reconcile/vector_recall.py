@@ -19,8 +19,7 @@ from ..planner.vector_recall import percentile, recall_at_k, recommend, search_p
 from ..sql.quote import ident, literal, qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
-from .outcome import Event
-from .partition import _step_event as step_event
+from .outcome import Event, step_event
 
 
 def recall_config_hash(spec: VectorIndexSpec, index_definition: str) -> str:
