@@ -7,6 +7,7 @@ from typing import Any
 
 from croniter import croniter
 
+from .engine import KindHandler
 from .models.common import parse_duration
 from .models.index import IndexPolicySpec
 from .models.partition import PartitionPolicySpec, Schedule
@@ -18,7 +19,6 @@ from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
 from .reconcile.vector import cleanup_vector_index, reconcile_vector_index
-from .runtime import KindHandler
 
 
 def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
@@ -31,8 +31,8 @@ def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
 
 
 async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
-    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event,
-                                            progress=ctx.progress)
+    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, now=ctx.now,
+                                            on_event=ctx.event, progress=ctx.progress)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:

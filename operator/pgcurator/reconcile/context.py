@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..db.params import ConnParams
@@ -34,6 +35,8 @@ class ReconcileContext:
     kube: Kube | None = None
     emit: Callable[[Event], Awaitable[None]] | None = None
     publish_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    # Plan as of this time instead of the clock (`pgcurator apply --now`); None in the operator.
+    now: datetime | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     @asynccontextmanager

@@ -1,0 +1,154 @@
+"""One reconcile of one resource, with or without Kubernetes: connection parameters -> table
+lock -> pooled connection -> handler.reconcile -> an Outcome, whatever was raised.
+
+The operator's Worker and `pgcurator apply` / `pgcurator plan` run this same function; what
+differs between them (where the parameters come from, where Events and progress go, the
+Kubernetes client) is handed in as a `Surroundings`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import pydantic
+
+from .backoff import Backoff
+from .db.params import ConnParams
+from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
+from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
+from .kube import Kube
+from .models.common import CommonSpec
+from .reconcile.context import ReconcileContext
+from .reconcile.outcome import Event, Outcome
+
+log = logging.getLogger("pgcurator")
+
+RETRY_MIN = float(os.environ.get("PGCURATOR_RETRY_MIN", "2"))
+# Transient failures (database or Secret) are retried with backoff up to this: a database that
+# comes back is noticed within this many seconds.
+RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "20"))
+PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
+# Another run holds the table's advisory lock: it usually finishes within seconds.
+LOCK_BUSY_RETRY = 15.0
+
+S = TypeVar("S", bound=CommonSpec)
+
+
+@dataclass(frozen=True)
+class KindHandler(Generic[S]):
+    kind: str
+    plural: str
+    model: type[S]
+    reconcile: Callable[[ReconcileContext, S], Awaitable[Outcome]]
+    schedule_seconds: Callable[[S], float]
+    # What the in-process lock serialises on (usually schema.table).
+    table_of: Callable[[S], str]
+    cleanup: Callable[[ReconcileContext, S], Awaitable[None]] | None = None
+
+
+def format_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "spec"
+        parts.append(f"spec.{loc}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+@dataclass
+class Surroundings:
+    """What a run needs from outside the database: who it is for, where the connection
+    parameters come from, where Events and progress go."""
+
+    resource: str  # Kind/namespace/name
+    namespace: str
+    name: str
+    body: dict[str, Any]
+    params: Callable[[CommonSpec], Awaitable[ConnParams]]
+    emit: Callable[[Event], Awaitable[None]] | None = None
+    progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    kube: Kube | None = None
+    now: datetime | None = None  # plan as of this time (the CLI's --now); None: the clock
+
+
+Prepare = Callable[[Any], Awaitable[None]]
+
+
+class Engine:
+    """Runs reconciles; one per process (the Worker's Runtime, or the CLI)."""
+
+    def __init__(self, pools: PoolRegistry, prepare: Prepare | None = None) -> None:
+        self.pools = pools
+        self.prepare = prepare
+        self._table_locks: dict[str, asyncio.Lock] = {}
+
+    def table_lock(self, params: ConnParams, table: str) -> asyncio.Lock:
+        """In-process guard: one run per table at a time (the advisory lock guards across replicas)."""
+        key = f"{params.host}:{params.port}/{params.dbname}/{table}"
+        return self._table_locks.setdefault(key, asyncio.Lock())
+
+    def context(self, conn: Any, env: Surroundings, params: ConnParams) -> ReconcileContext:
+        return ReconcileContext(
+            conn=conn, resource=env.resource, namespace=env.namespace, name=env.name, body=env.body,
+            params=params, pools=self.pools, kube=env.kube, emit=env.emit, publish_progress=env.progress,
+            now=env.now,
+        )
+
+    async def reconcile(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings,
+                        backoff: Backoff) -> Outcome:
+        """Never raises (except cancellation): every failure becomes an Outcome with a retry."""
+        params: ConnParams | None = None
+        try:
+            params = await env.params(spec)
+            async with self.table_lock(params, handler.table_of(spec)), self.pools.connection(params) as conn:
+                if self.prepare is not None:
+                    await self.prepare(conn)
+                outcome = await handler.reconcile(self.context(conn, env, params), spec)
+            backoff.success()
+            return outcome
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return outcome_for(exc, params=params, schedule=handler.schedule_seconds(spec), backoff=backoff,
+                               resource=env.resource)
+
+    async def cleanup(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings) -> None:
+        """deletionPolicy: Delete. Raises on failure: the caller retries."""
+        if handler.cleanup is None:
+            return
+        params = await env.params(spec)
+        async with self.table_lock(params, handler.table_of(spec)), self.pools.connection(params) as conn:
+            if self.prepare is not None:
+                await self.prepare(conn)
+            await handler.cleanup(self.context(conn, env, params), spec)
+
+
+def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,
+                resource: str) -> Outcome:
+    """The one mapping from what a run raised to what the status says and when to try again."""
+    if isinstance(exc, LockBusy):
+        return Outcome.progressing(exc.reason, exc.message, requeue_after=LOCK_BUSY_RETRY)
+    if isinstance(exc, PlanError):
+        return Outcome.degraded(exc.reason, exc.message, requeue_after=min(schedule, PLAN_ERROR_RETRY))
+    if isinstance(exc, CuratorError):
+        delay = backoff.failure()
+        return Outcome.degraded(exc.reason, exc.message, requeue_after=delay if exc.transient else schedule)
+    if isinstance(exc, CONNECTION_LOST):
+        delay = backoff.failure()
+        err = (describe_connect_error(params, exc) if params is not None
+               else ApiUnavailable(f"cannot reach the Kubernetes API to read the Secret: {exc}"))
+        return Outcome.degraded(err.reason, err.message, requeue_after=delay)
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        # a GRANT fixes it: said plainly, retried with backoff, no traceback
+        who = f"role {params.user}" if params is not None else "the operator's role"
+        return Outcome.degraded("InsufficientPrivilege", f"{who} lacks a privilege: {exc}",
+                                requeue_after=backoff.failure())
+    # a bug or an unexpected server answer: report it, keep the worker alive
+    log.error("reconcile of %s failed unexpectedly", resource, exc_info=exc)
+    return Outcome.degraded("InternalError", f"{type(exc).__name__}: {exc}", requeue_after=backoff.failure())
