@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,13 +12,15 @@ from typing import Any
 import pydantic
 import yaml
 
+from . import settings as settings_module
 from .errors import CuratorError
+from .settings import SettingsError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .app import main as run_main
 
-    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
+    namespaces = args.namespace or list(settings_module.current().watch_namespaces)
     run_main(namespaces, args.http_address or args.liveness, args.log_format, args.verbose,
              election_namespace=args.leader_election_namespace)
     return 0
@@ -92,7 +93,7 @@ async def _plan_one(doc: dict[str, Any], url: str, now: datetime) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
+    url = args.database_url or settings_module.current().database_url
     if not url:
         print("--database-url (or DATABASE_URL) is required", file=sys.stderr)
         return 2
@@ -117,19 +118,20 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    s = settings_module.current()
     p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); "
                      "default: all, or WATCH_NAMESPACES (comma-separated)")
-    run.add_argument("--http-address", default=os.environ.get("PGCURATOR_HTTP_ADDRESS"),
+    run.add_argument("--http-address", default=s.http_address or None,
                      help="serve /healthz (liveness), /readyz and /metrics here, e.g. 0.0.0.0:8080")
-    run.add_argument("--liveness", default=os.environ.get("PGCURATOR_LIVENESS"),
+    run.add_argument("--liveness", default=s.liveness or None,
                      help="older spelling of --http-address, as a URL: http://0.0.0.0:8080/healthz")
     run.add_argument("--leader-election-namespace",
                      help="namespace of the leader Lease (default: POD_NAMESPACE, the kubeconfig's, or default)")
-    run.add_argument("--log-format", choices=["plain", "json"], default=os.environ.get("PGCURATOR_LOG_FORMAT", "plain"))
+    run.add_argument("--log-format", choices=["plain", "json"], default=s.log_format)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
 
@@ -156,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings_module.load()  # once, at start: a bad value is one line and exit code 2
+    except SettingsError as exc:
+        print(f"pgcurator: {exc.message}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     rc: int = args.func(args)
     return rc

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,14 +25,10 @@ from .kube import Kube
 from .models.common import CommonSpec
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Event, Outcome
+from .settings import Settings, current
 
 log = logging.getLogger("pgcurator")
 
-RETRY_MIN = float(os.environ.get("PGCURATOR_RETRY_MIN", "2"))
-# Transient failures (database or Secret) are retried with backoff up to this: a database that
-# comes back is noticed within this many seconds.
-RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "20"))
-PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
 # Another run holds the table's advisory lock: it usually finishes within seconds.
 LOCK_BUSY_RETRY = 15.0
 
@@ -83,9 +78,10 @@ Prepare = Callable[[Any], Awaitable[None]]
 class Engine:
     """Runs reconciles; one per process (the Worker's Runtime, or the CLI)."""
 
-    def __init__(self, pools: PoolRegistry, prepare: Prepare | None = None) -> None:
+    def __init__(self, pools: PoolRegistry, prepare: Prepare | None = None, settings: Settings | None = None) -> None:
         self.pools = pools
         self.prepare = prepare
+        self.settings = settings or current()
         self._table_locks: dict[str, asyncio.Lock] = {}
 
     def table_lock(self, params: ConnParams, table: str) -> asyncio.Lock:
@@ -115,8 +111,9 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            schedule = min(handler.schedule_seconds(spec), self.settings.plan_error_retry)
             return outcome_for(exc, params=params, schedule=handler.schedule_seconds(spec), backoff=backoff,
-                               resource=env.resource)
+                               resource=env.resource, plan_retry=schedule)
 
     async def cleanup(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings) -> None:
         """deletionPolicy: Delete. Raises on failure: the caller retries."""
@@ -130,12 +127,12 @@ class Engine:
 
 
 def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,
-                resource: str) -> Outcome:
+                resource: str, plan_retry: float) -> Outcome:
     """The one mapping from what a run raised to what the status says and when to try again."""
     if isinstance(exc, LockBusy):
         return Outcome.progressing(exc.reason, exc.message, requeue_after=LOCK_BUSY_RETRY)
     if isinstance(exc, PlanError):
-        return Outcome.degraded(exc.reason, exc.message, requeue_after=min(schedule, PLAN_ERROR_RETRY))
+        return Outcome.degraded(exc.reason, exc.message, requeue_after=plan_retry)
     if isinstance(exc, CuratorError):
         delay = backoff.failure()
         return Outcome.degraded(exc.reason, exc.message, requeue_after=delay if exc.transient else schedule)

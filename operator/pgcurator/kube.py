@@ -11,7 +11,6 @@ import asyncio
 import http.client
 import json
 import logging
-import os
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .errors import ApiError, ApiUnavailable
+from .settings import current as current_settings
 
 GROUP = "pgcurator.io"
 VERSION = "v1alpha1"
@@ -43,7 +43,7 @@ _REASONS = {401: "ApiUnauthorized", 403: "ApiForbidden", 409: "ApiConflict"}
 
 
 def load_config() -> None:
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if current_settings().in_cluster:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         config.load_kube_config()  # type: ignore[no-untyped-call]
@@ -175,7 +175,7 @@ class Kube:
             count=1,
             source=client.V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT,
-            reporting_instance=os.environ.get("POD_NAME", "pgcurator"),
+            reporting_instance=current_settings().pod_name or COMPONENT,
         )
         try:
             await _call(f"posting an Event for {meta['namespace']}/{meta['name']}",

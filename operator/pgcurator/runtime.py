@@ -22,17 +22,21 @@ from . import metrics
 from .backoff import Backoff
 from .db.params import ConnParams, params_from_secret
 from .db.pools import PoolRegistry
-from .engine import RETRY_MAX, RETRY_MIN, Engine, KindHandler, Prepare, Surroundings, format_validation_error
+from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
 from .errors import CuratorError, SecretProblem
 from .kube import FINALIZER, Kube
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile.outcome import Condition, Event, Outcome
+from .settings import Settings
 
 log = logging.getLogger("pgcurator")
 
 __all__ = ["KindHandler", "Runtime", "Worker", "format_validation_error", "merge_conditions"]
 
 Key = tuple[str, str, str]  # plural, namespace, name
+# How long a cancelled task may take to clean up (advisory unlock, connection release) before it
+# is cancelled again.
+CANCEL_GRACE = 30.0
 
 
 def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int) -> list[dict[str, Any]]:
@@ -68,8 +72,9 @@ class Worker:
         self._last_warning: tuple[str, str] | None = None
         self._last_outcome = "unknown"
         # Failed runs, and failed status writes (the API server may be away while the database is fine).
-        self.backoff = Backoff(RETRY_MIN, RETRY_MAX)
-        self.status_backoff = Backoff(RETRY_MIN, RETRY_MAX)
+        s = runtime.engine.settings
+        self.backoff = Backoff(s.retry_min, s.retry_max)
+        self.status_backoff = Backoff(s.retry_min, s.retry_max)
 
     @property
     def key(self) -> Key:
@@ -109,8 +114,11 @@ class Worker:
                 else:
                     log.error("%s failed unexpectedly; retrying in %.0f s", self.name, delay, exc_info=exc)
                 await self._report(body, exc, delay)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+            # arrives as the wait ends, and a worker that ignores its cancel runs on beside its successor.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self.wake.wait()
 
     async def _report(self, body: dict[str, Any], exc: Exception, delay: float) -> None:
         """Put a failure outside the reconcile itself (finalizer, status, events) on the status, if the API lets us."""
@@ -242,11 +250,11 @@ class Runtime:
     about but run nothing until `activate()` (leader.py decides)."""
 
     def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None,
-                 active: bool = True, prepare: Prepare | None = None) -> None:
+                 active: bool = True, prepare: Prepare | None = None, settings: Settings | None = None) -> None:
         self.active = active
         self.kube = kube
         self.handlers = {h.plural: h for h in handlers}
-        self.engine = Engine(pools or PoolRegistry(), prepare)
+        self.engine = Engine(pools or PoolRegistry(), prepare, settings)
         self.workers: dict[Key, Worker] = {}
         # The newest task started per resource, until it ends: the next one waits for it.
         self._tasks: dict[Key, asyncio.Task[None]] = {}
@@ -291,9 +299,13 @@ class Runtime:
         task.add_done_callback(lambda t: self._ended(worker, key, t))
 
     async def _guarded(self, worker: Worker, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None and not previous.done():
-            previous.cancel()
-            await asyncio.wait({previous})  # never two runs of one resource at once
+        while previous is not None and not previous.done():  # never two runs of one resource at once
+            if not previous.cancelling():
+                previous.cancel()  # once: a second cancel would interrupt its cleanup (unlock, release)
+            await asyncio.wait({previous}, timeout=CANCEL_GRACE)
+            if not previous.done():
+                log.warning("the previous task of %s ignores its cancellation; cancelling again", worker.name)
+                previous.cancel()
         await worker.run()
 
     def _ended(self, worker: Worker, key: Key, task: asyncio.Task[None]) -> None:
