@@ -22,15 +22,19 @@ from .db.params import ConnParams
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
 from .kube import Kube
-from .models.common import CommonSpec
+from .models.common import CommonSpec, parse_duration
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Event, Outcome
 from .settings import Settings, current
 
 log = logging.getLogger("pgcurator")
 
-# Another run holds the table's advisory lock: it usually finishes within seconds.
+# Another run (or another session's lock) is in the way: it usually goes within seconds.
 LOCK_BUSY_RETRY = 15.0
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired (PostgreSQL appendix A, class 55)
+# A 57014 that ended this much short of statement_timeout was cancelled by someone, not timed out.
+TIMEOUT_MARGIN = 0.9
+MAX_SHOWN_QUERY = 240
 
 S = TypeVar("S", bound=CommonSpec)
 
@@ -75,6 +79,32 @@ class Surroundings:
 Prepare = Callable[[Any], Awaitable[None]]
 
 
+class FailedStatements:
+    """asyncpg's query logger on a run's connection: remembers which statement raised which
+    exception, so a lock timeout escaping a reconcile can say what was being read."""
+
+    def __init__(self) -> None:
+        self._records: dict[int, Any] = {}
+
+    def __call__(self, record: Any) -> None:
+        if record.exception is not None:
+            self._records[id(record.exception)] = record  # the record keeps the exception, so ids stay unique
+
+    def of(self, exc: BaseException) -> Any | None:
+        return self._records.get(id(exc))
+
+
+def describe_statement(record: Any | None) -> str:
+    """The statement (whitespace folded, cut short) and its text arguments, e.g. the table's name."""
+    if record is None:
+        return "a statement outside the planned steps"
+    text = " ".join(str(record.query).split())
+    if len(text) > MAX_SHOWN_QUERY:
+        text = text[:MAX_SHOWN_QUERY] + "..."
+    names = [a for a in (record.args or ()) if isinstance(a, str)][:4]
+    return text + (f" (with {', '.join(names)})" if names else "")
+
+
 class Engine:
     """Runs reconciles; one per process (the Worker's Runtime, or the CLI)."""
 
@@ -100,20 +130,27 @@ class Engine:
                         backoff: Backoff) -> Outcome:
         """Never raises (except cancellation): every failure becomes an Outcome with a retry."""
         params: ConnParams | None = None
+        failed = FailedStatements()
         try:
             params = await env.params(spec)
             async with self.table_lock(params, handler.table_of(spec)), self.pools.connection(params) as conn:
-                if self.prepare is not None:
-                    await self.prepare(conn)
-                outcome = await handler.reconcile(self.context(conn, env, params), spec)
+                conn.add_query_logger(failed)
+                try:
+                    if self.prepare is not None:
+                        await self.prepare(conn)
+                    outcome = await handler.reconcile(self.context(conn, env, params), spec)
+                finally:
+                    conn.remove_query_logger(failed)
             backoff.success()
             return outcome
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            schedule = min(handler.schedule_seconds(spec), self.settings.plan_error_retry)
-            return outcome_for(exc, params=params, schedule=handler.schedule_seconds(spec), backoff=backoff,
-                               resource=env.resource, plan_retry=schedule)
+            await asyncio.sleep(0)  # asyncpg hands query-log records over with call_soon
+            schedule = handler.schedule_seconds(spec)
+            return outcome_for(exc, params=params, schedule=schedule, backoff=backoff, resource=env.resource,
+                               plan_retry=min(schedule, self.settings.plan_error_retry), spec=spec,
+                               statement=failed.of(exc))
 
     async def cleanup(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings) -> None:
         """deletionPolicy: Delete. Raises on failure: the caller retries."""
@@ -127,8 +164,20 @@ class Engine:
 
 
 def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,
-                resource: str, plan_retry: float) -> Outcome:
+                resource: str, plan_retry: float, spec: CommonSpec | None = None,
+                statement: Any | None = None) -> Outcome:
     """The one mapping from what a run raised to what the status says and when to try again."""
+    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE:
+        # a read or check outside run_plan (which retries its own steps) met another session's lock
+        limit = f" ({spec.timeouts.lock_timeout})" if spec is not None else ""
+        return Outcome.progressing(
+            "WaitingForLock",
+            f"another session holds a lock this run needs; waited lockTimeout{limit} while running "
+            f"{describe_statement(statement)}; retrying",
+            requeue_after=LOCK_BUSY_RETRY,
+        )
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return _canceled(exc, spec, statement, schedule, backoff)
     if isinstance(exc, LockBusy):
         return Outcome.progressing(exc.reason, exc.message, requeue_after=LOCK_BUSY_RETRY)
     if isinstance(exc, PlanError):
@@ -149,3 +198,22 @@ def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, b
     # a bug or an unexpected server answer: report it, keep the worker alive
     log.error("reconcile of %s failed unexpectedly", resource, exc_info=exc)
     return Outcome.degraded("InternalError", f"{type(exc).__name__}: {exc}", requeue_after=backoff.failure())
+
+
+def _canceled(exc: asyncpg.QueryCanceledError, spec: CommonSpec | None, statement: Any | None, schedule: float,
+              backoff: Backoff) -> Outcome:
+    """57014: statement_timeout expired, or someone cancelled the statement (pg_cancel_backend).
+    Told apart by how long the statement ran, never by the (localised) server message."""
+    what = describe_statement(statement)
+    limit = parse_duration(spec.timeouts.statement_timeout) if spec is not None else None
+    if statement is not None and limit is not None and statement.elapsed < TIMEOUT_MARGIN * limit:
+        return Outcome.degraded("QueryCanceled", f"another session cancelled {what}; retrying",
+                                requeue_after=backoff.failure())
+    shown = f" ({spec.timeouts.statement_timeout})" if spec is not None else ""
+    # Retrying sooner than the schedule would just run the same long statement again.
+    return Outcome.degraded(
+        "StatementTimeout",
+        f"{what} ran longer than statementTimeout{shown} and was cancelled: {exc}; raise "
+        "spec.timeouts.statementTimeout or make the work smaller",
+        requeue_after=schedule,
+    )

@@ -128,6 +128,16 @@ def secret_data(url: str = "postgresql://app:pw@db.example:5432/app") -> dict[st
     return {"uri": base64.b64encode(url.encode()).decode()}
 
 
+class FakeConn:
+    """Stands in for a pooled connection where the reconcile under test never queries."""
+
+    def add_query_logger(self, callback: Any) -> None:
+        pass
+
+    def remove_query_logger(self, callback: Any) -> None:
+        pass
+
+
 class FakePools:
     """The PoolRegistry seen from the runtime; no database behind it (workers only)."""
 
@@ -135,9 +145,9 @@ class FakePools:
         self.closed = False
 
     @asynccontextmanager
-    async def connection(self, params: Any, timeouts: Any = None) -> AsyncIterator[object]:
+    async def connection(self, params: Any, timeouts: Any = None) -> AsyncIterator[FakeConn]:
         await asyncio.sleep(0)
-        yield object()
+        yield FakeConn()
         await asyncio.sleep(0)  # as a real release awaits
 
     def in_use(self) -> dict[str, int]:
