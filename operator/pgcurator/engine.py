@@ -29,8 +29,6 @@ from .settings import Settings, current
 
 log = logging.getLogger("pgcurator")
 
-# Another run (or another session's lock) is in the way: it usually goes within seconds.
-LOCK_BUSY_RETRY = 15.0
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired (PostgreSQL appendix A, class 55)
 # A 57014 that ended this much short of statement_timeout was cancelled by someone, not timed out.
 TIMEOUT_MARGIN = 0.9
@@ -150,7 +148,7 @@ class Engine:
             schedule = handler.schedule_seconds(spec)
             return outcome_for(exc, params=params, schedule=schedule, backoff=backoff, resource=env.resource,
                                plan_retry=min(schedule, self.settings.plan_error_retry), spec=spec,
-                               statement=failed.of(exc))
+                               statement=failed.of(exc), lock_retry=self.settings.lock_wait_retry)
 
     async def cleanup(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings) -> None:
         """deletionPolicy: Delete. Raises on failure: the caller retries."""
@@ -165,7 +163,7 @@ class Engine:
 
 def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,
                 resource: str, plan_retry: float, spec: CommonSpec | None = None,
-                statement: Any | None = None) -> Outcome:
+                statement: Any | None = None, lock_retry: float = 15.0) -> Outcome:
     """The one mapping from what a run raised to what the status says and when to try again."""
     if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE:
         # a read or check outside run_plan (which retries its own steps) met another session's lock
@@ -174,12 +172,12 @@ def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, b
             "WaitingForLock",
             f"another session holds a lock this run needs; waited lockTimeout{limit} while running "
             f"{describe_statement(statement)}; retrying",
-            requeue_after=LOCK_BUSY_RETRY,
+            requeue_after=lock_retry,
         )
     if isinstance(exc, asyncpg.QueryCanceledError):
         return _canceled(exc, spec, statement, schedule, backoff)
     if isinstance(exc, LockBusy):
-        return Outcome.progressing(exc.reason, exc.message, requeue_after=LOCK_BUSY_RETRY)
+        return Outcome.progressing(exc.reason, exc.message, requeue_after=lock_retry)
     if isinstance(exc, PlanError):
         return Outcome.degraded(exc.reason, exc.message, requeue_after=plan_retry)
     if isinstance(exc, CuratorError):

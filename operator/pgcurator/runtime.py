@@ -39,9 +39,14 @@ Key = tuple[str, str, str]  # plural, namespace, name
 CANCEL_GRACE = 30.0
 
 
+def k8s_time(at: datetime | None = None) -> str:
+    """A Kubernetes `Time` (RFC 3339, seconds, Z)."""
+    return (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int) -> list[dict[str, Any]]:
     """Kubernetes conditions: lastTransitionTime moves only when status flips."""
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = k8s_time()
     previous = {c.get("type"): c for c in old or []}
     out = []
     for c in new:
@@ -211,7 +216,7 @@ class Worker:
         ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
         status["ready"] = "True" if ready and ready.status else "False"
         status["reason"] = ready.reason if ready else ""
-        status["lastReconcileTime"] = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        status["lastReconcileTime"] = k8s_time()
         self._last_outcome = next((c.type.lower() for c in outcome.conditions if c.status), "unknown")
         metrics.observe_status(self.handler.kind, body["metadata"]["namespace"], body["metadata"]["name"], status)
         log.info("%s: %s", self.name, "; ".join(f"{c.type}={c.status} {c.reason}" for c in outcome.conditions[:1]))

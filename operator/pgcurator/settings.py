@@ -33,6 +33,8 @@ class Settings:
         "PGCURATOR_RETRY_MAX", "longest wait between retries of a transient failure"))
     plan_error_retry: float = field(default=60.0, metadata=_env(
         "PGCURATOR_PLAN_ERROR_RETRY", "retry of a resource whose spec cannot be planned against its database"))
+    lock_wait_retry: float = field(default=15.0, metadata=_env(
+        "PGCURATOR_LOCK_WAIT_RETRY", "retry of a run that met another run's or another session's lock"))
     # --- database connections
     pool_size: int = field(default=8, metadata=_env(
         "PGCURATOR_POOL_SIZE", "connections per target database, shared by every resource pointing at it"))
@@ -98,7 +100,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        positive = ["retry_min", "retry_max", "plan_error_retry", "connect_timeout", "lock_backoff",
+        positive = ["retry_min", "retry_max", "plan_error_retry", "lock_wait_retry", "connect_timeout", "lock_backoff",
                     "heartbeat_stale", "lease_retry_period", "pool_size", "api_threads"]
         for name in positive:
             if getattr(self, name) <= 0:
