@@ -4,5 +4,6 @@
 # Stays up until Ctrl-C; pass --exit-after-ready to tear down once the example is Ready.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash hack/setup.sh
+# Only the venv and kube-apiserver + etcd: cert-manager, helm and Debian's PostgreSQL are for tests.
+bash hack/setup.sh --dev
 exec .venv/bin/pgcurator dev up --workdir .dev "$@"

@@ -2,8 +2,12 @@
 # One-time setup on a fresh machine: Python venv with the project and its dev tools, and the
 # local control-plane binaries (built from Go modules and cached; honours KUBEBUILDER_ASSETS).
 # Idempotent: a second run takes seconds.
+#   hack/setup.sh         everything the tests need (also Debian's postgresql, cert-manager, helm)
+#   hack/setup.sh --dev   only what the dev environment needs (./hack/dev-up.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_dev=false
+[ "${1:-}" = "--dev" ] && only_dev=true
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -19,6 +23,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 bin_dir=$(bash hack/k8s-binaries.sh)
 echo "[setup] control-plane binaries in $bin_dir" >&2
+if $only_dev; then
+  exit 0
+fi
 # DbTlsCert: Debian's PostgreSQL (built with OpenSSL; the embedded wheel has no TLS) and
 # cert-manager's controller built from its Go module (cached like the control plane).
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
@@ -27,6 +34,15 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
   else
     sudo apt-get update >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
+  fi
+fi
+# The Secret corpus compares pgcurator's reading of connection strings with libpq's own (ctypes).
+if ! ldconfig -p | grep -q 'libpq\.so\.5 '; then
+  echo "[setup] installing Debian's libpq5 (Secret corpus reference)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 >&2
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 >&2
   fi
 fi
 cm_dir=$(bash hack/cert-manager-binaries.sh)

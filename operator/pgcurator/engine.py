@@ -18,6 +18,7 @@ import asyncpg
 import pydantic
 
 from .backoff import Backoff
+from .db.metadata import ensure_metadata
 from .db.params import ConnParams
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
@@ -72,6 +73,8 @@ class Surroundings:
     progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     kube: Kube | None = None
     now: datetime | None = None  # plan as of this time (the CLI's --now); None: the clock
+    # Whether another resource still exists (ownership take-over); None: assume it does.
+    alive: Callable[[str], Awaitable[bool]] | None = None
 
 
 Prepare = Callable[[Any], Awaitable[None]]
@@ -106,7 +109,10 @@ def describe_statement(record: Any | None) -> str:
 class Engine:
     """Runs reconciles; one per process (the Worker's Runtime, or the CLI)."""
 
-    def __init__(self, pools: PoolRegistry, prepare: Prepare | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, pools: PoolRegistry, prepare: Prepare | None = ensure_metadata,
+                 settings: Settings | None = None) -> None:
+        """`prepare` runs on the run's connection before the reconcile: by default it creates or
+        upgrades the metadata schema, before anything reads or writes it."""
         self.pools = pools
         self.prepare = prepare
         self.settings = settings or current()
@@ -117,11 +123,11 @@ class Engine:
         key = f"{params.host}:{params.port}/{params.dbname}/{table}"
         return self._table_locks.setdefault(key, asyncio.Lock())
 
-    def context(self, conn: Any, env: Surroundings, params: ConnParams) -> ReconcileContext:
+    def context(self, conn: Any, env: Surroundings, params: ConnParams, spec: CommonSpec) -> ReconcileContext:
         return ReconcileContext(
             conn=conn, resource=env.resource, namespace=env.namespace, name=env.name, body=env.body,
             params=params, pools=self.pools, kube=env.kube, emit=env.emit, publish_progress=env.progress,
-            now=env.now,
+            timeouts=spec.timeouts, alive=env.alive, now=env.now,
         )
 
     async def reconcile(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings,
@@ -131,12 +137,14 @@ class Engine:
         failed = FailedStatements()
         try:
             params = await env.params(spec)
-            async with self.table_lock(params, handler.table_of(spec)), self.pools.connection(params) as conn:
+            # Every statement of the run, reads included, under the resource's lockTimeout/statementTimeout.
+            async with self.table_lock(params, handler.table_of(spec)), \
+                    self.pools.connection(params, spec.timeouts) as conn:
                 conn.add_query_logger(failed)
                 try:
                     if self.prepare is not None:
                         await self.prepare(conn)
-                    outcome = await handler.reconcile(self.context(conn, env, params), spec)
+                    outcome = await handler.reconcile(self.context(conn, env, params, spec), spec)
                 finally:
                     conn.remove_query_logger(failed)
             backoff.success()
@@ -155,10 +163,11 @@ class Engine:
         if handler.cleanup is None:
             return
         params = await env.params(spec)
-        async with self.table_lock(params, handler.table_of(spec)), self.pools.connection(params) as conn:
+        async with self.table_lock(params, handler.table_of(spec)), \
+                self.pools.connection(params, spec.timeouts) as conn:
             if self.prepare is not None:
                 await self.prepare(conn)
-            await handler.cleanup(self.context(conn, env, params), spec)
+            await handler.cleanup(self.context(conn, env, params, spec), spec)
 
 
 def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,

@@ -18,6 +18,7 @@ import pydantic
 import yaml
 
 from .backoff import Backoff
+from .db.metadata import ensure_metadata
 from .db.params import ConnParams, params_from_url
 from .db.pools import PoolRegistry
 from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
@@ -130,7 +131,7 @@ def _progress_line(status: dict[str, Any]) -> str:
 class Local:
     """One process running resources against one database, printing to `out`."""
 
-    def __init__(self, params: ConnParams, out: TextIO, prepare: Prepare | None = None) -> None:
+    def __init__(self, params: ConnParams, out: TextIO, prepare: Prepare | None = ensure_metadata) -> None:
         self.params = params
         self.out = out
         self.engine = Engine(PoolRegistry(max_size=current_settings().pool_size), prepare)

@@ -20,11 +20,12 @@ import pydantic
 
 from . import metrics
 from .backoff import Backoff
+from .db.metadata import ensure_metadata
 from .db.params import ConnParams, params_from_secret
 from .db.pools import PoolRegistry
 from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
 from .errors import CuratorError, SecretProblem
-from .kube import FINALIZER, Kube
+from .kube import FINALIZER, GROUP, VERSION, Kube
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile.outcome import Condition, Event, Outcome
 from .settings import Settings
@@ -176,7 +177,8 @@ class Worker:
                 log.warning("could not write progress of %s", self.name)
 
         return Surroundings(resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
-                            params=params, emit=emit, progress=progress, kube=self.runtime.kube)
+                            params=params, emit=emit, progress=progress, kube=self.runtime.kube,
+                            alive=self.runtime.resource_alive)
 
     async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
         started = time.monotonic()
@@ -255,7 +257,8 @@ class Runtime:
     about but run nothing until `activate()` (leader.py decides)."""
 
     def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None,
-                 active: bool = True, prepare: Prepare | None = None, settings: Settings | None = None) -> None:
+                 active: bool = True, prepare: Prepare | None = ensure_metadata,
+                 settings: Settings | None = None) -> None:
         self.active = active
         self.kube = kube
         self.handlers = {h.plural: h for h in handlers}
@@ -270,6 +273,19 @@ class Runtime:
 
     def table_lock(self, params: ConnParams, table: str) -> asyncio.Lock:
         return self.engine.table_lock(params, table)
+
+    async def resource_alive(self, resource: str) -> bool:
+        """`Kind/namespace/name` still exists in the API (errors count as alive: never take over
+        another resource's object on a guess)."""
+        kind, _, rest = resource.partition("/")
+        namespace, _, name = rest.partition("/")
+        plural = next((p for p, h in self.handlers.items() if h.kind == kind), None)
+        if plural is None or not name:
+            return True
+        try:
+            return await self.kube.get_object(GROUP, VERSION, plural, name, namespace) is not None
+        except Exception:
+            return True
 
     def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

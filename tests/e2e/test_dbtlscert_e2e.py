@@ -27,6 +27,7 @@ from pgcurator.devenv.kubelet_volume import ProjectedSecret
 from pgcurator.tls.handshake import fetch_served_certificate
 from pgcurator.tls.validate import info_of_der, leaf_of_pem
 
+from ..tls_corpus import psql_verify_full
 from .conftest import apply, condition, get, put_secret, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -65,11 +66,13 @@ def tls_pg(shared_tmp: Path) -> Iterator[DebianPostgres]:
 class Env:
     def __init__(self, cluster: ControlPlane, ns: str, pg: DebianPostgres, log: Path) -> None:
         self.cluster, self.ns, self.pg, self.log = cluster, ns, pg, log
+        self.login = ("", "")  # the role and password of the last db_secret
 
     def db_secret(self, mode: str | None, name: str = "pg-admin") -> str:
         role = f"tls_{mode or 'bare'}"
         password = secrets.token_urlsafe(12)
         create_tls_role(self.pg, role, password, mode)
+        self.login = (role, password)
         put_secret(self.cluster, self.ns, name, self.pg.dsn("postgres", user=role, password=password))
         return name
 
@@ -90,6 +93,11 @@ class Env:
 
         served = asyncio.run(fetch_served_certificate("127.0.0.1", self.pg.port))
         return info_of_der(served.der).serial
+
+    def assert_verify_full(self, ca_pem: bytes, host: str = NAME) -> None:
+        """What pgcurator calls Serving, libpq's verify-full client accepts (sslrootcert = the Secret's ca.crt)."""
+        done = psql_verify_full(host, self.pg.host, self.pg.port, *self.login, ca_pem, self.pg.datadir.parent)
+        assert done.returncode == 0 and done.stdout.strip() == "t", done.stderr
 
     def postmaster_pid(self) -> int:
         return int((self.pg.datadir / "postmaster.pid").read_text().splitlines()[0])
@@ -135,6 +143,7 @@ def test_owned_certificate_is_issued_served_and_renewed_in_sql_mode(env: Env, ce
     st = obj["status"]
     assert st["servedSerial"] == st["serial"] == first == env.served_serial()
     assert st["servedFingerprint"] == st["secretFingerprint"]
+    env.assert_verify_full(data["ca.crt"])  # cert-manager's chain, as an application connects
     assert st["reason"] in ("Rotated", "Serving") and st["certificate"]["notAfter"]
     assert st["deliverySeconds"] >= 0 and st["lastRotationTime"]
     assert condition(obj, "Expiring")["status"] == "False"  # 90 days left, window 48h
@@ -159,6 +168,7 @@ def test_owned_certificate_is_issued_served_and_renewed_in_sql_mode(env: Env, ce
                    "the renewed certificate to be served", timeout=90)
     renewed = _serial_of(env.tls_secret("postgresql-tls-secret"))
     assert renewed != first and obj["status"]["servedSerial"] == renewed == env.served_serial()
+    env.assert_verify_full(env.tls_secret("postgresql-tls-secret")["ca.crt"])
     assert env.postmaster_pid() == pid  # reloaded, never restarted
     # only the current and the previous files are kept
     kept = sorted(p.name for p in (env.pg.datadir / "pgcurator-tls").iterdir())
@@ -182,6 +192,7 @@ def test_mismatched_key_is_never_delivered(env: Env) -> None:
     env.resource("pg", base_spec(db, {"mode": "sql"}, secretName="pg-tls"))
     obj = env.wait("pg", serving, "the followed Secret to be served")
     good_serial = format(good.cert.serial_number, "X")
+    env.assert_verify_full(ca.cert_pem)
     table = env.cluster.kubectl("get", "dbtlscerts", "-n", env.ns).stdout.splitlines()
     assert table[0].split()[:6] == ["NAME", "SECRET", "MODE", "SERIAL", "NOT-AFTER", "SERVING"]
     assert table[1].split()[:6] == ["pg", "pg-tls", "sql", good_serial, obj["status"]["notAfter"], "True"]
@@ -257,6 +268,7 @@ def test_mount_mode_waits_for_the_kubelet_then_reloads(env: Env, cert_manager: C
         obj = env.wait("pg", waiting_or_serving, "the mounted certificate to be served", timeout=90)
         first = _serial_of(env.tls_secret("postgresql-tls-secret"))
         assert obj["status"]["servedSerial"] == first == env.served_serial()
+        env.assert_verify_full(env.tls_secret("postgresql-tls-secret")["ca.crt"])
         assert seen_waiting, "the operator should have waited for the kubelet's update"
         assert (d / "..data").is_symlink() and os.readlink(d / "tls.crt") == "..data/tls.crt"
         settings = env.pg.psql("SHOW ssl_cert_file").strip()
@@ -268,6 +280,7 @@ def test_mount_mode_waits_for_the_kubelet_then_reloads(env: Env, cert_manager: C
         assert obj["status"]["servedSerial"] == env.served_serial() == _serial_of(
             env.tls_secret("postgresql-tls-secret"))
         assert obj["status"]["deliverySeconds"] >= delay - 1  # includes the kubelet's delay
+        env.assert_verify_full(env.tls_secret("postgresql-tls-secret")["ca.crt"])
         assert env.postmaster_pid() == pid
     finally:
         stop.set()

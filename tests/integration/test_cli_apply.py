@@ -131,3 +131,26 @@ async def test_apply_runs_a_conversion_to_the_end_showing_progress(
     assert "PartitionPolicy/apps/events: Ready=True" in out.stdout
     assert await conn.fetchval("SELECT relkind::text FROM pg_catalog.pg_class WHERE relname = 'events'") == "p"
     assert await conn.fetchval("SELECT count(*) FROM events") == 20000
+
+
+async def test_reads_behind_a_lock_wait_only_lock_timeout(conn: asyncpg.Connection, db_url: str, tmp_path: Path) -> None:
+    """Item 3: with the parent locked ACCESS EXCLUSIVE by another session, a run with lockTimeout
+    200ms sat in its catalog reads for as long as the lock was held. Now every statement of the
+    run (the operator's path) carries the limit: WaitingForLock while the lock is still held."""
+    await conn.execute(EVENT_LOGS)
+    await conn.execute("CREATE TABLE event_logs_p2026_11 PARTITION OF event_logs "
+                       "FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')")
+    f = tmp_path / "pp.yaml"
+    f.write_text(resource_yaml(premake=1, default=False) + "  timeouts: {lockTimeout: 200ms}\n")
+    blocker = await asyncpg.connect(db_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")
+        # The lock stays until the run has answered; a run that ignored lockTimeout never would.
+        out = await asyncio.wait_for(cli("apply", "-f", str(f), "--database-url", db_url, "--now", NOW), 240)
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Progressing=True WaitingForLock" in out.stdout and "200ms" in out.stdout, out.stdout

@@ -89,7 +89,7 @@ def reasons(api: Any) -> list[str]:
 
 async def start(probe: Scripted, faults: list[str | None] | None = None, **kw: Any) -> tuple[Runtime, Any]:
     kube, api = faulty_kube(FaultPlan(faults or []), **kw)
-    rt = Runtime(kube, [probe.handler()], pools=FakePools())  # type: ignore[arg-type]
+    rt = Runtime(kube, [probe.handler()], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
     return rt, api
 
 
@@ -157,7 +157,7 @@ async def test_schedule_that_raises_is_guarded() -> None:
     kube, api = faulty_kube(FaultPlan([]))
     handler = KindHandler(kind="Fake", plural="fakes", model=Spec, reconcile=probe.reconcile,
                           schedule_seconds=schedule, table_of=lambda s: "t")
-    rt = Runtime(kube, [handler], pools=FakePools())  # type: ignore[arg-type]
+    rt = Runtime(kube, [handler], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
     rt.observe("fakes", "ADDED", body())
     try:
         await until(lambda: "Applied" in reasons(api), "Applied")
@@ -184,7 +184,7 @@ async def test_cleanup_failure_is_retried_and_the_finalizer_goes_after_success()
 async def test_followers_run_nothing_until_they_lead() -> None:
     probe = Scripted()
     kube, _ = faulty_kube(FaultPlan([]))
-    rt = Runtime(kube, [probe.handler()], pools=FakePools(), active=False)  # type: ignore[arg-type]
+    rt = Runtime(kube, [probe.handler()], pools=FakePools(), active=False, prepare=None)  # type: ignore[arg-type]
     rt.observe("fakes", "ADDED", body())
     await asyncio.sleep(0.02)
     assert probe.calls == 0 and rt.workers[KEY].task is None

@@ -169,3 +169,96 @@ def test_the_seed_example_is_a_valid_spec() -> None:
     s = DbTlsCertSpec.model_validate(doc["spec"])
     assert s.certificate is not None and s.certificate.secret_name == "postgresql-tls-secret"
     assert s.dns_names == [NAME] and s.delivery.mode.value == "mount"
+
+
+# ---------------------------------------------------------------- decisions (how a run ends)
+
+def _seen(match: bool = True, refused: str | None = None) -> planner.Observed:
+    return planner.Observed("AA", "f" * 64, "AA" if match else "BB", "f" * 64 if match else "e" * 64,
+                            refused=refused)
+
+
+def _in_line_settings(s: DbTlsCertSpec, files: planner.FileSet) -> TlsSettings:
+    return TlsSettings(planner.desired_settings(s, files))
+
+
+def test_served_and_accepted_with_settings_in_line_needs_nothing() -> None:
+    s = spec()
+    files = planner.sql_file_set("pgcurator-tls", "f" * 64, True)
+    assert planner.plan_delivery(s, _in_line_settings(s, files), files, _seen()) is None
+    d = planner.in_line(s, _seen(), "2027-01-01T00:00:00Z")
+    assert (d.state, d.serving, d.serving_reason) == ("ready", True, "Match")
+
+
+def test_a_matching_fingerprint_that_clients_refuse_is_not_serving_and_is_delivered_again() -> None:
+    s = spec()
+    files = planner.sql_file_set("pgcurator-tls", "f" * 64, True)
+    seen = _seen(refused="a verify-full client refuses ...: unable to get local issuer certificate")
+    assert not seen.serving and seen.serving_reason == "ClientRefused"
+    delivery = planner.plan_delivery(s, _in_line_settings(s, files), files, seen)
+    assert delivery is not None and delivery.need_files
+    assert [st.kind for st in delivery.plan.steps] == ["write_file"] * 3 + ["reload"]
+    assert list(delivery.write.values()) == ["tls.key", "tls.crt", "ca.crt"]  # the key first
+    done = planner.delivered(s, seen, delivery, 0.5, "2027-01-01T00:00:00Z")
+    assert (done.reason, done.serving) == ("Redelivered", True)
+    refused = planner.client_refused(seen, "for db: unable to get local issuer certificate")
+    assert (refused.state, refused.serving, refused.serving_reason) == ("degraded", False, "ClientRefused")
+
+
+def test_a_new_certificate_is_written_then_the_settings_point_at_it() -> None:
+    s = spec()
+    files = planner.sql_file_set("pgcurator-tls", "f" * 64, False)
+    delivery = planner.plan_delivery(s, TlsSettings({"ssl": "on"}), files, _seen(match=False))
+    assert delivery is not None and files.ca is None and "ssl_ca_file" not in delivery.desired
+    kinds = [st.kind for st in delivery.plan.steps]
+    assert kinds[:2] == ["write_file", "write_file"] and kinds[-1] == "reload"
+    assert all("PRIVATE" not in line for line in planner.plan_listing(delivery.plan))
+    done = planner.delivered(s, _seen(match=False), delivery, 1.25, "2027-01-01T00:00:00Z")
+    assert done.reason == "Rotated" and "1.2s" in done.message
+
+
+def test_dry_run_and_suspend_hold_the_plan_back() -> None:
+    files = planner.sql_file_set("pgcurator-tls", "f" * 64, True)
+    for over, reason in (({"dryRun": True}, "DryRun"), ({"suspend": True}, "Suspended")):
+        s = spec(**over)
+        delivery = planner.plan_delivery(s, TlsSettings({}), files, _seen(match=False))
+        assert delivery is not None
+        held = planner.held_back(s, delivery, _seen(match=False))
+        assert held is not None and (held.state, held.reason, held.serving) == ("progressing", reason, False)
+    assert planner.held_back(spec(), delivery, _seen(match=False)) is None
+
+
+def test_mount_mode_waits_for_the_kubelet_then_times_out() -> None:
+    s = spec(delivery={"mode": "mount", "mount": {"certFile": "/m/tls.crt", "keyFile": "/m/tls.key"},
+                       "timeout": "1m"})
+    seen = _seen(match=False)
+    assert planner.mounted_files_pending(s, "/m/tls.crt", seen.fingerprint, False, seen, 5) is None
+    waiting = planner.mounted_files_pending(s, "/m/tls.crt", "0" * 64, False, seen, 5)
+    assert waiting is not None and waiting.reason == "WaitingForFiles" and "another certificate" in waiting.message
+    late = planner.mounted_files_pending(s, "/m/tls.crt", None, True, seen, 61)
+    assert late is not None and late.reason == "DeliveryTimedOut" and "is missing" in late.message
+
+
+def test_the_secret_missing_or_invalid_is_never_serving() -> None:
+    owned = planner.no_secret(spec(), "ns", {"name": "pg", "reason": ""}, 60)
+    assert (owned.state, owned.reason, owned.requeue_after) == ("progressing", "WaitingForCertificate", 5)
+    followed = planner.no_secret(spec(certificate=None, secretName="s"), "ns", None, 60)
+    assert (followed.state, followed.reason, followed.serving) == ("degraded", "SecretNotFound", False)
+    bad = planner.not_deliverable(spec(), "ns", "Expired", "the intermediate 'x' expired at ...", "0A")
+    assert (bad.reason, bad.serving, bad.serving_reason) == ("Expired", False, "SecretInvalid")
+    assert "keeps serving serial 0A" in bad.message
+
+
+def test_every_hostile_secret_ends_in_a_refusal_that_delivers_nothing() -> None:
+    """The corpus through the validator and the planner: a refusal is Degraded with the first problem's
+    reason, never Serving, and no plan is made for it."""
+    from pgcurator.tls.validate import validate_secret
+
+    from ..tls_corpus import NOW, cases
+
+    for case in cases(lambda c: not c.accept):
+        v = validate_secret(case.data, dns_names=case.dns_names, ip_addresses=case.ip_addresses, now=NOW)
+        assert v.material is None, case.name
+        d = planner.not_deliverable(spec(), "ns", v.problems[0].reason, v.summary(), "0A")
+        assert (d.state, d.reason, d.serving) == ("degraded", case.reason, False), case.name
+        assert "was not delivered" in d.message

@@ -9,13 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from pgcurator.devenv.certs import issue, make_ca, new_key, secret_data
-from pgcurator.tls.validate import (
-    chain_problem,
-    dns_name_covered,
-    leaf_of_pem,
-    pem_blocks,
-    validate_secret,
-)
+from pgcurator.tls.validate import leaf_of_pem, pem_blocks, validate_secret
 
 NAME = "postgresql.alt-database.svc.cluster.local"
 
@@ -92,7 +86,8 @@ def test_validity_window(ca) -> None:  # type: ignore[no-untyped-def]
     old = issue(ca, [NAME], not_before=now - dt.timedelta(days=10), lifetime=dt.timedelta(days=1))
     assert reasons(validate_secret(secret_data(old, ca), now=now)) == ["Expired"]
     edge = issue(ca, [NAME], not_before=now - dt.timedelta(days=1), lifetime=dt.timedelta(days=1))
-    assert reasons(validate_secret(secret_data(edge, ca), now=edge.cert.not_valid_after_utc)) == ["Expired"]
+    after = edge.cert.not_valid_after_utc + dt.timedelta(seconds=1)  # notAfter itself is valid (RFC 5280)
+    assert reasons(validate_secret(secret_data(edge, ca), now=after)) == ["Expired"]
 
 
 def test_declared_names_must_be_covered(ca) -> None:  # type: ignore[no-untyped-def]
@@ -114,8 +109,11 @@ def test_declared_names_must_be_covered(ca) -> None:  # type: ignore[no-untyped-
     ("*.example.com", ["*.example.com"], True),
     ("*.example.com", ["db.example.com"], False),
 ])
-def test_san_matching(name: str, sans: list[str], covered: bool) -> None:
-    assert dns_name_covered(name, sans) is covered
+def test_san_matching(ca, name: str, sans: list[str], covered: bool) -> None:  # type: ignore[no-untyped-def]
+    v = validate_secret(secret_data(issue(ca, sans), ca), dns_names=[name])
+    assert v.ok is covered, v.summary()
+    if not covered:
+        assert reasons(v) == ["NamesNotCovered"]
 
 
 def test_chain_to_ca(ca) -> None:  # type: ignore[no-untyped-def]
@@ -126,10 +124,11 @@ def test_chain_to_ca(ca) -> None:  # type: ignore[no-untyped-def]
     # same subject name, different key: the signature check catches it
     impostor = make_ca("pgcurator test CA")
     assert reasons(validate_secret(secret_data(leaf, impostor))) == ["UntrustedChain"]
-    # no ca.crt: nothing to chain to, not a failure
+    # no ca.crt: a private CA's chain leads to nothing a client trusts
     data = secret_data(leaf, ca)
     del data["ca.crt"]
-    assert validate_secret(data).ok
+    v = validate_secret(data)
+    assert reasons(v) == ["UntrustedChain"] and "no ca.crt" in v.summary()
     data["ca.crt"] = b"junk"
     assert reasons(validate_secret(data)) == ["CaUnreadable"]
 
@@ -147,12 +146,14 @@ def test_chain_through_intermediate_and_self_signed(ca) -> None:  # type: ignore
         .issuer_name(ca.cert.subject).public_key(inter_key.public_key()).serial_number(7)
         .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value, critical=True)
         .sign(ca.key, hashes.SHA256())
     )
     inter = Issued(inter_cert, inter_key)
     leaf = issue(inter, [NAME])
     assert validate_secret(secret_data(leaf, ca, chain=[inter])).ok
-    assert chain_problem([leaf.cert], [ca.cert]) is not None  # intermediate missing
+    missing = validate_secret(secret_data(leaf, ca))  # intermediate missing
+    assert reasons(missing) == ["UntrustedChain"] and "'inter'" in missing.summary()
     selfsigned = issue(None, [NAME])
     assert validate_secret(secret_data(selfsigned, None)).ok  # ca.crt is the certificate itself
 
@@ -162,7 +163,8 @@ def test_several_problems_are_all_reported(ca) -> None:  # type: ignore[no-untyp
     old = issue(ca, ["x.example.com"], not_before=now - dt.timedelta(days=10), lifetime=dt.timedelta(days=1))
     wrong = issue(ca, [NAME])
     v = validate_secret(secret_data(old, make_ca("x"), key_pem=wrong.key_pem()), dns_names=[NAME], now=now)
-    assert reasons(v) == ["KeyMismatch", "Expired", "NamesNotCovered", "UntrustedChain"]
+    # the key, the first problem of the chain, and the names the certificate lacks
+    assert reasons(v) == ["KeyMismatch", "Expired", "NamesNotCovered"]
 
 
 def test_pem_normalisation_and_leaf_of_file(ca) -> None:  # type: ignore[no-untyped-def]
@@ -173,3 +175,26 @@ def test_pem_normalisation_and_leaf_of_file(ca) -> None:  # type: ignore[no-unty
     assert leaf_of_pem(crlf).serial == format(leaf.cert.serial_number, "X")
     with pytest.raises(ValueError):
         leaf_of_pem(b"no pem here")
+
+
+def test_without_ca_crt_the_chain_must_lead_to_the_system_trust_store(ca, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As `sslrootcert=system`: a publicly issued certificate needs no ca.crt; a private one does."""
+    from pgcurator.tls import verify
+
+    data = secret_data(issue(ca, [NAME]), ca)
+    del data["ca.crt"]
+    monkeypatch.setattr(verify, "system_roots", lambda: (ca.cert,))
+    v = validate_secret(data, dns_names=[NAME])
+    assert v.ok and v.material is not None and v.material.ca_pem is None  # the client check uses the system store
+    monkeypatch.setattr(verify, "system_roots", lambda: (make_ca("Some Public Root").cert,))
+    v = validate_secret(data, dns_names=[NAME])
+    assert reasons(v) == ["UntrustedChain"] and "system trust store" in v.summary()
+
+
+def test_an_unexplained_refusal_still_reads_plainly(ca) -> None:  # type: ignore[no-untyped-def]
+    from pgcurator.tls.verify import explain
+
+    leaf = issue(ca, [NAME])
+    p = explain(leaf.cert, [], [ca.cert], False, dt.datetime.now(dt.UTC),
+                "validation failed: candidates exhausted: something new (encountered processing <Certificate(...)>)")
+    assert p.reason == "UntrustedChain" and p.message == "a verifying client would refuse the chain (something new)"

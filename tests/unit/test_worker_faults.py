@@ -117,7 +117,7 @@ async def test_worker_survives_max_retry_error_from_the_api() -> None:
     kube, api = faulty_kube(plan)
     probe = Probe()
     with fast_retries():
-        rt = Runtime(kube, [probe.handler()], pools=FakePools())  # type: ignore[arg-type]
+        rt = Runtime(kube, [probe.handler()], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
         rt.observe("fakes", "ADDED", body())
         worker = rt.workers[("fakes", "ns", "r")]
         try:
@@ -137,7 +137,7 @@ async def test_unreachable_api_is_reported_on_the_status_with_its_reason() -> No
     kube, api = faulty_kube(plan)
     probe = Probe()
     with fast_retries():
-        rt = Runtime(kube, [probe.handler()], pools=FakePools())  # type: ignore[arg-type]
+        rt = Runtime(kube, [probe.handler()], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
         rt.observe("fakes", "ADDED", body())
         try:
             await wait_until(lambda: converged(api, 1), "convergence")
@@ -158,7 +158,7 @@ async def drive(faults: list[str | None], steps: list[str], delete: bool) -> Non
     plan = FaultPlan(faults)
     kube, api = faulty_kube(plan)
     probe = Probe()
-    rt = Runtime(kube, [probe.handler()], pools=FakePools())  # type: ignore[arg-type]
+    rt = Runtime(kube, [probe.handler()], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
     generation, uid = 1, "u1"
     rt.observe("fakes", "ADDED", body(generation, uid))
     try:

@@ -1,63 +1,15 @@
-"""Index usage snapshots in the pgcurator metadata schema, and a B-tree bloat estimate.
+"""Index usage snapshots read back from the pgcurator metadata schema, and a B-tree bloat estimate.
 
 Snapshots keep idx_scan history across `pg_stat_reset()` so "unused for a week" means what
 it says even when statistics were reset meanwhile."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
-from ..db.metadata import ensure_metadata_schema
-
-SNAPSHOT_MIN_SECONDS = float(os.environ.get("PGCURATOR_INDEX_SNAPSHOT_SECONDS", "300"))
-
-USAGE_SETUP = """
-CREATE TABLE IF NOT EXISTS pgcurator.index_usage (
-    taken_at    timestamptz NOT NULL DEFAULT now(),
-    schema_name text NOT NULL,
-    table_name  text NOT NULL,
-    index_name  text NOT NULL,
-    scans       bigint NOT NULL,
-    size_bytes  bigint NOT NULL,
-    stats_reset timestamptz
-);
-CREATE INDEX IF NOT EXISTS index_usage_lookup_idx
-    ON pgcurator.index_usage (schema_name, table_name, index_name, taken_at);
-COMMENT ON TABLE pgcurator.index_usage IS 'pgcurator IndexPolicy: periodic idx_scan snapshots per index.';
-"""
-
-
-async def ensure_usage_table(conn: Any) -> None:
-    await ensure_metadata_schema(conn)
-    if await conn.fetchval("SELECT to_regclass('pgcurator.index_usage') IS NOT NULL"):
-        return
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(1885823861)")  # serialise replicas, as metadata does
-        await conn.execute(USAGE_SETUP)
-
-
-async def record_snapshot(
-    conn: Any, schema: str, table: str, rows: list[tuple[str, int, int]], stats_reset: datetime | None
-) -> bool:
-    """rows: (index, scans, size). Written at most every SNAPSHOT_MIN_SECONDS per table."""
-    await ensure_usage_table(conn)
-    recent = await conn.fetchval(
-        "SELECT max(taken_at) > now() - make_interval(secs => $3) FROM pgcurator.index_usage "
-        "WHERE schema_name = $1 AND table_name = $2", schema, table, SNAPSHOT_MIN_SECONDS)
-    if recent:
-        return False
-    await conn.executemany(
-        "INSERT INTO pgcurator.index_usage (schema_name, table_name, index_name, scans, size_bytes, stats_reset) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        [(schema, table, name, scans, size, stats_reset) for name, scans, size in rows],
-    )
-    return True
-
 
 async def load_snapshots(conn: Any, schema: str, table: str) -> dict[str, list[tuple[datetime, int]]]:
-    await ensure_usage_table(conn)
     out: dict[str, list[tuple[datetime, int]]] = {}
     for r in await conn.fetch(
         "SELECT index_name, taken_at, scans FROM pgcurator.index_usage WHERE schema_name = $1 AND table_name = $2 "

@@ -18,10 +18,10 @@ import asyncpg
 
 from .. import metrics
 from ..errors import ConnectionFailed, LockBusy
-from ..models.common import Timeouts, parse_duration
-from ..sql.quote import literal
+from ..models.common import Timeouts
 from ..sql.statements import Plan, Step
-from .metadata import HISTORY_INSERT, ensure_metadata_schema
+from .metadata import HISTORY_INSERT, ensure_metadata
+from .session import limit_statements
 
 OPERATOR_ID = os.environ.get("POD_NAME") or socket.gethostname()
 ADVISORY_CLASS = 0x70676375  # "pgcu": keeps our keys apart from the application's advisory locks
@@ -96,11 +96,8 @@ class TableLock:
 
 
 async def apply_session_limits(conn: Any, timeouts: Timeouts) -> None:
-    lock_ms = int(parse_duration(timeouts.lock_timeout) * 1000)
-    stmt_ms = int(parse_duration(timeouts.statement_timeout) * 1000)
-    await conn.execute(
-        f"SET lock_timeout = {literal(f'{lock_ms}ms')}; SET statement_timeout = {literal(f'{stmt_ms}ms')}"
-    )
+    """The resource's limits (pooled connections already have them from hand-out)."""
+    await conn.execute(limit_statements(timeouts))
 
 
 def _affected(status: str) -> int:
@@ -200,7 +197,7 @@ async def run_plan(
 ) -> RunResult:
     """Run every step in order. Lock conflicts are retried; a failed step skips the rest of
     its group but not the other steps. Lost connections abort the run."""
-    await ensure_metadata_schema(conn)
+    await ensure_metadata(conn)
     await apply_session_limits(conn, timeouts)
     result = RunResult()
     failed_groups: set[str] = set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,21 +12,12 @@ from typing import Any
 import asyncpg
 
 from ..errors import ConnectionFailed, CuratorError
-from .params import ConnParams
+from ..models.common import Timeouts
+from .params import ConnParams, connect_kwargs
+from .session import PINNED_SETTINGS, prepare_session
 
 POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "8"))
 CONNECT_TIMEOUT = float(os.environ.get("PGCURATOR_CONNECT_TIMEOUT", "10"))
-
-
-def _ssl_arg(params: ConnParams) -> Any:
-    if params.ca_pem is None or params.ssl_mode in ("disable", "allow", "prefer"):
-        return params.ssl_mode
-    ctx = ssl.create_default_context(cadata=params.ca_pem)
-    if params.ssl_mode != "verify-full":
-        ctx.check_hostname = False
-    if params.ssl_mode == "require":
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 # Raised mid-run when the server goes away (restart, crash, network): the database is
@@ -52,7 +42,10 @@ def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorErr
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return CuratorError(f"database does not exist on {where}", reason="DatabaseNotFound", transient=True)
     if isinstance(exc, socket.gaierror):
-        return ConnectionFailed(f"cannot resolve host {params.host!r} for {where}")
+        return ConnectionFailed(f"cannot resolve {params.hosts_display} for {where}")
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        return ConnectionFailed(f"none of {params.hosts_display} is {params.target_session_attrs} "
+                                f"(target_session_attrs) for {where}")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return ConnectionFailed(f"timed out connecting to {where} after {CONNECT_TIMEOUT:.0f}s")
     if isinstance(exc, OSError):
@@ -82,24 +75,20 @@ class PoolRegistry:
             pool = self._pools.get(key)
             if pool is None:
                 pool = await asyncpg.create_pool(
-                    host=params.host,
-                    port=params.port,
-                    user=params.user,
-                    password=params.password,
-                    database=params.dbname,
-                    ssl=_ssl_arg(params),
+                    # Catalog text we parse never depends on the database's or role's defaults.
+                    **connect_kwargs(params, PINNED_SETTINGS),
                     min_size=0,
                     max_size=self.max_size,
                     timeout=CONNECT_TIMEOUT,
                     max_inactive_connection_lifetime=120,
-                    # Bounds are read back in UTC so parsing them never depends on the server's zone.
-                    server_settings={"application_name": "pgcurator", "TimeZone": "UTC"},
                 )
                 self._pools[key] = pool
         return pool
 
     @asynccontextmanager
-    async def connection(self, params: ConnParams) -> AsyncIterator[Any]:
+    async def connection(self, params: ConnParams, timeouts: Timeouts | None = None) -> AsyncIterator[Any]:
+        """A pooled connection; with `timeouts`, every statement on it (reads included) runs under
+        the resource's lock_timeout and statement_timeout until it is released."""
         try:
             pool = await self.get(params)
             conn = await pool.acquire(timeout=CONNECT_TIMEOUT + 30)
@@ -108,6 +97,10 @@ class PoolRegistry:
         except Exception as exc:
             raise describe_connect_error(params, exc) from None
         try:
+            try:
+                await prepare_session(conn, timeouts, pin=False)
+            except Exception as exc:
+                raise describe_connect_error(params, exc) from None
             yield conn
         finally:
             await pool.release(conn)

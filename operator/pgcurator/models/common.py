@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
+from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
-MAX_IDENTIFIER_BYTES = 63
+from ..sql.quote import MAX_IDENTIFIER_BYTES
 
 # Kubernetes object names (DNS-1123 subdomain, as Secrets use).
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -82,32 +84,48 @@ class SecretKeyRef(StrictModel):
     key: str = Field(default="ca.crt", max_length=253, description="Key in the Secret holding the value.")
 
 
+# spec.database.host: host names, IPv4 or IPv6 addresses (without brackets), comma-separated as
+# libpq's host keyword; the exact checks are db/conninfo.py's.
+DB_HOSTS_PATTERN = r"^[A-Za-z0-9_.:%-]+(,[A-Za-z0-9_.:%-]+)*$"
+
+
 class DatabaseRef(StrictModel):
-    """Where to connect: a Secret in the same namespace, as CloudNativePG's `<cluster>-app` secrets are laid out."""
+    """Where to connect: a Secret in the same namespace, read as libpq reads a connection string
+    (docs/database-secrets.md)."""
 
     secret_name: str = Field(
         alias="secretName",
         max_length=253,
         pattern=K8S_NAME_PATTERN,
         description=(
-            "Secret in the same namespace holding either a `uri` key (postgresql://...) or `host`, `port`, "
-            "`dbname`, `user` (or `username`) and `password` keys."
+            "Secret in the same namespace holding either a `uri` key (a libpq connection string: "
+            "postgresql://USER:PASSWORD@HOST:5432/DBNAME, as CloudNativePG and Crunchy PGO write it) or "
+            "`host`, `port`, `dbname`, `user` (or `username`) and `password` keys."
         ),
     )
+    host: str | None = Field(
+        default=None,
+        max_length=1000,
+        pattern=DB_HOSTS_PATTERN,
+        description="Host to connect to, overriding the Secret's (for Secrets that carry only username and "
+        "password, such as Zalando's: e.g. acid-main.db-namespace). Several, comma-separated, as libpq's host.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port, overriding the Secret's.")
     dbname: str | None = Field(
         default=None,
         max_length=MAX_IDENTIFIER_BYTES,
-        description="Database to connect to, overriding the one in the Secret.",
+        description="Database to connect to, overriding the one in the Secret (default, as in libpq: the user name).",
     )
     ssl_mode: SslMode | None = Field(
         default=None,
         alias="sslMode",
-        description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default: prefer.",
+        description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default, as in libpq: prefer.",
     )
     ca_secret: SecretKeyRef | None = Field(
         default=None,
         alias="caSecret",
-        description="CA certificate for verify-ca / verify-full (default key ca.crt).",
+        description="CA certificate for verify-ca / verify-full (default key ca.crt); with sslmode require the "
+        "chain is verified too, as libpq does when it has a root certificate.",
     )
 
 
@@ -189,3 +207,41 @@ class TableRef(StrictModel):
     @property
     def qualified(self) -> str:
         return f"{self.schema_}.{self.name}"
+
+
+class Schedule(StrictModel):
+    """When a resource is re-observed, for every kind: an interval, or a cron expression replacing it."""
+
+    interval: Duration = Field(
+        default="1h",
+        description="How often the resource is re-observed and its drift repaired, even when the spec has not "
+        "changed (e.g. a partition or an index dropped by hand is recreated).",
+    )
+    cron: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Cron expression (5 fields, UTC), e.g. '0 3 * * *'; replaces interval when set.",
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _min(cls, v: str) -> str:
+        if parse_duration(v) < 1:
+            raise ValueError("schedule.interval must be at least 1s")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and (len(v.split()) != 5 or not croniter.is_valid(v)):
+            raise ValueError(f"{v!r} is not a 5-field cron expression such as '0 3 * * *'")
+        return v
+
+
+def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
+    """Seconds until the next run: the cron expression's next time (UTC) when set, else the interval."""
+    if schedule.cron:
+        now = now or datetime.now(UTC)
+        nxt: datetime = croniter(schedule.cron, now).get_next(datetime)
+        return max(1.0, (nxt - now).total_seconds())
+    return parse_duration(schedule.interval)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import CommonSpec, Duration, Identifier, StrictModel, TableRef, check_identifier, parse_duration
+from .common import CommonSpec, Identifier, Schedule, StrictModel, TableRef, check_identifier
 
 INTERVAL_PATTERN = r"^([1-9][0-9]{0,3}) (hour|day|week|month|year)s?$"
 
@@ -122,37 +122,6 @@ class Retention(StrictModel):
         if self.action is RetentionAction.archive and self.archive is None:
             raise ValueError("retention.action archive needs retention.archive.schema")
         return self
-
-
-class Schedule(StrictModel):
-    interval: Duration = Field(
-        default="1h",
-        description="How often the table is re-observed and maintained, even when the spec has not changed "
-        "(drift such as a partition dropped by hand is repaired).",
-    )
-    cron: str | None = Field(
-        default=None,
-        max_length=100,
-        description="Cron expression (5 fields, UTC), e.g. '0 3 * * *'; replaces interval when set.",
-    )
-
-    @field_validator("interval")
-    @classmethod
-    def _min(cls, v: str) -> str:
-        if parse_duration(v) < 1:
-            raise ValueError("schedule.interval must be at least 1s")
-        return v
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from croniter import croniter
-
-        if len(v.split()) != 5 or not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a 5-field cron expression such as '0 3 * * *'")
-        return v
 
 
 ListValue = Annotated[str, Field(max_length=1000)] | int

@@ -1,4 +1,5 @@
-"""DbTlsCert plans: which files to write, which settings to change, which privileges that takes.
+"""DbTlsCert plans and decisions: which files to write, which settings to change, which privileges
+that takes, and how a run ends given what it observed.
 
 Pure functions. Statements never contain key material: the PEM text of a file travels as a
 bind parameter into a transaction-local setting (`pgcurator.tls_pem`) which the COPY reads,
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..catalog.tls import TlsPrivileges, TlsSettings
+from ..models.common import parse_duration
 from ..models.tls import DbTlsCertSpec, DeliveryMode
 from ..sql.quote import literal
 from ..sql.statements import Plan, Step
@@ -26,6 +28,188 @@ class FileSet:
     cert: str
     key: str
     ca: str | None  # None: ssl_ca_file is left alone
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a run ends: the resource's state, and whether the server serves the Secret (`Serving`)."""
+
+    state: str  # "ready" | "progressing" | "degraded"
+    reason: str
+    message: str
+    serving: bool
+    serving_reason: str  # Match | Mismatch | ClientRefused | NoSecret | SecretInvalid
+    requeue_after: float | None = None  # None: checkInterval
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The Secret's certificate against what the server presents, before anything is changed."""
+
+    serial: str  # the Secret's leaf
+    fingerprint: str
+    served_serial: str | None  # None: nothing observed (see handshake_error)
+    served_fingerprint: str | None
+    handshake_error: str | None = None
+    refused: str | None = None  # why a verify-full client refuses what is served; None: accepts / not asked
+
+    @property
+    def match(self) -> bool:
+        return self.served_fingerprint == self.fingerprint
+
+    @property
+    def serving(self) -> bool:
+        return self.match and self.refused is None
+
+    @property
+    def serving_reason(self) -> str:
+        if not self.match:
+            return "Mismatch"
+        return "Match" if self.refused is None else "ClientRefused"
+
+    def describe(self) -> str:
+        if self.match and self.refused is not None:
+            return f"the server serves serial {self.serial} but {self.refused}"
+        served = (f"serial {self.served_serial}" if self.served_serial is not None
+                  else f"nothing ({self.handshake_error or 'no answer'})")
+        return f"server serves {served}, the Secret holds serial {self.serial}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    files: FileSet
+    desired: dict[str, str]
+    changes: dict[str, str]
+    write: dict[str, str]  # sql mode: path -> the Secret key it holds
+    plan: Plan
+    need_files: bool  # mount mode: wait until the kubelet has put the Secret's files in place
+
+
+FILE_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file")
+
+
+def plan_delivery(spec: DbTlsCertSpec, current: TlsSettings, files: FileSet, seen: Observed) -> Delivery | None:
+    """What to run so the server serves the Secret; None when it already does and the settings are in line."""
+    desired = desired_settings(spec, files)
+    changes = changed_settings(current, desired)
+    if seen.serving and not changes:
+        return None
+    # Files are (re)placed whenever the settings are to point at them: never at a file we did not check.
+    need_files = not seen.serving or any(k in changes for k in FILE_SETTINGS)
+    write = sql_writes(spec, files) if need_files else {}
+    return Delivery(files, desired, changes, write, delivery_plan(spec, current, files, write), need_files)
+
+
+def sql_writes(spec: DbTlsCertSpec, files: FileSet) -> dict[str, str]:
+    """sql mode: path -> Secret key it holds (the key file first, so the certificate never names a missing key)."""
+    if spec.delivery.mode is not DeliveryMode.sql:
+        return {}
+    out = {files.key: "tls.key", files.cert: "tls.crt"}
+    if files.ca is not None:
+        out[files.ca] = "ca.crt"
+    return out
+
+
+def plan_listing(plan: Plan) -> list[str]:
+    """status.plan: statements, and for file writes only their description (never PEM text)."""
+    return [f"-- {s.description}" if s.kind == "write_file" else s.statements[0] for s in plan.steps]
+
+
+def no_secret(spec: DbTlsCertSpec, namespace: str, certificate: dict[str, Any] | None,
+              interval: float) -> Decision:
+    msg = f"Secret {namespace}/{spec.tls_secret_name} does not exist"
+    if certificate is not None:
+        return Decision("progressing", "WaitingForCertificate", f"{msg} yet: cert-manager has not issued Certificate "
+                        f"{certificate['name']} ({certificate['reason'] or 'pending'})", False, "NoSecret",
+                        min(interval, 5))
+    return Decision("degraded", "SecretNotFound", msg, False, "NoSecret")
+
+
+def not_deliverable(spec: DbTlsCertSpec, namespace: str, reason: str, summary: str,
+                    served_serial: str | None) -> Decision:
+    """The Secret failed validation: nothing reaches the server."""
+    kept = f"the server keeps serving serial {served_serial}" if served_serial else "nothing was delivered"
+    msg = f"Secret {namespace}/{spec.tls_secret_name} was not delivered: {summary}; {kept}"
+    if spec.delivery.mode is DeliveryMode.mount:
+        msg += ("; the kubelet still projects these files into the pod and PostgreSQL would refuse to start "
+                "with them: fix the Secret before the server restarts")
+    return Decision("degraded", reason, msg, False, "SecretInvalid")
+
+
+def in_line(spec: DbTlsCertSpec, seen: Observed, not_after: str) -> Decision:
+    msg = f"serving serial {seen.serial} from Secret {spec.tls_secret_name}, valid until {not_after}"
+    return Decision("ready", "Serving", msg, True, "Match")
+
+
+def held_back(spec: DbTlsCertSpec, delivery: Delivery, seen: Observed) -> Decision | None:
+    """dryRun / suspend: the plan is shown, nothing runs."""
+    if not (spec.dry_run or spec.suspend):
+        return None
+    reason = "DryRun" if spec.dry_run else "Suspended"
+    return Decision("progressing", reason, f"{reason}: {seen.describe()}; {len(delivery.plan.steps)} steps planned "
+                    "(status.plan), none run", seen.serving, seen.serving_reason)
+
+
+def lacking_privileges(spec: DbTlsCertSpec, user: str, missing: list[str], seen: Observed) -> Decision:
+    msg = (f"role {user} lacks what {spec.delivery.mode.value} mode needs; nothing was written: " + "; ".join(missing))
+    return Decision("degraded", "InsufficientPrivilege", msg, seen.serving, seen.serving_reason)
+
+
+WAIT_FILES_SECONDS = 2.0
+
+
+def mounted_files_pending(spec: DbTlsCertSpec, cert_file: str, disk_fingerprint: str | None, missing: bool,
+                          seen: Observed, elapsed: float) -> Decision | None:
+    """mount mode: the kubelet has not yet put the Secret's certificate at `cert_file`."""
+    if disk_fingerprint == seen.fingerprint:
+        return None
+    state = "is missing" if missing else "still holds another certificate"
+    msg = (f"{seen.describe()}; {cert_file} on the server {state} (the kubelet updates mounted Secrets with a "
+           f"delay), waited {elapsed:.0f}s")
+    if elapsed > parse_duration(spec.delivery.timeout):
+        return Decision("degraded", "DeliveryTimedOut", f"{msg}, more than delivery.timeout {spec.delivery.timeout}",
+                        False, "Mismatch", WAIT_FILES_SECONDS)
+    return Decision("progressing", "WaitingForFiles", msg, False, "Mismatch", WAIT_FILES_SECONDS)
+
+
+def delivery_failed(error: str, seen: Observed) -> Decision:
+    return Decision("degraded", "DeliveryFailed", f"delivery failed at {error}; the server keeps serving what it "
+                    "served", seen.serving, seen.serving_reason)
+
+
+def not_serving(spec: DbTlsCertSpec, files: FileSet, seen: Observed, elapsed: float) -> Decision:
+    """The reload did not make the server present the new certificate."""
+    msg = f"after pg_reload_conf() the server still does not serve serial {seen.serial}"
+    if spec.delivery.mode is DeliveryMode.sql:
+        msg += "; the settings were rolled back to the previous files (see the server log for why)"
+    else:
+        msg += (f"; check the server log: PostgreSQL takes {files.key} only when it is mode 0600 and owned "
+                "by the server's user, or 0640 and owned by root (set the volume's defaultMode and fsGroup)")
+    retry = WAIT_FILES_SECONDS if elapsed <= parse_duration(spec.delivery.timeout) else None
+    return Decision("degraded", "NotServing", msg, False, "Mismatch", retry)
+
+
+def client_refused(seen: Observed, refused: str) -> Decision:
+    msg = f"the server serves serial {seen.serial} but {refused}"
+    return Decision("degraded", "ClientRefused", msg, False, "ClientRefused")
+
+
+def delivered(spec: DbTlsCertSpec, seen: Observed, delivery: Delivery, took: float, not_after: str) -> Decision:
+    if not seen.match:
+        return Decision("ready", "Rotated", f"rotated to serial {seen.serial} in {took:.1f}s; valid until "
+                        f"{not_after}", True, "Match")
+    if not delivery.changes:
+        return Decision("ready", "Redelivered", f"the files were written again after a verify-full client refused "
+                        f"them ({seen.refused}); serving serial {seen.serial}", True, "Match")
+    return Decision("ready", "SettingsApplied", f"settings brought in line ({', '.join(delivery.changes)}); "
+                    f"serving serial {seen.serial}", True, "Match")
+
+
+def cleanup_keep(spec: DbTlsCertSpec, files: FileSet, previous: TlsSettings) -> list[str]:
+    """sql mode: the files to keep after a verified delivery, the current and the previous ones."""
+    keep = [files.cert, files.key, *([files.ca] if files.ca else [])]
+    prev = [previous.get(k) for k in FILE_SETTINGS]
+    return keep + [f for f in prev if f.startswith(spec.delivery.sql.directory + "/")]
 
 
 def sql_file_set(directory: str, fingerprint: str, with_ca: bool) -> FileSet:

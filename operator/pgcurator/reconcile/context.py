@@ -12,6 +12,7 @@ from typing import Any
 from ..db.params import ConnParams
 from ..db.pools import PoolRegistry
 from ..kube import Kube
+from ..models.common import Timeouts
 from .outcome import Event
 
 PROGRESS_MIN_INTERVAL = 2.0
@@ -35,13 +36,18 @@ class ReconcileContext:
     kube: Kube | None = None
     emit: Callable[[Event], Awaitable[None]] | None = None
     publish_progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    # Every connection handed out for this run carries the resource's limits.
+    timeouts: Timeouts | None = None
+    # Whether another resource ("Kind/namespace/name") still exists: a claim it left behind on an
+    # object (pgcurator.owners) is taken over when it does not. None: assume it does.
+    alive: Callable[[str], Awaitable[bool]] | None = None
     # Plan as of this time instead of the clock (`pgcurator apply --now`); None in the operator.
     now: datetime | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
-        async with self.pools.connection(self.params) as conn:
+        async with self.pools.connection(self.params, self.timeouts) as conn:
             yield conn
 
     async def event(self, ev: Event) -> None:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from ..catalog.partitions import TableObservation, count_default_rows_in, observe_table
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
+from ..db.metadata import ensure_metadata
 from ..models.partition import PartitionPolicySpec
 from ..planner.partition import RangeLayout, desired_range_periods, plan_policy
 from ..planner.ranges import Bound, render_bound
@@ -129,6 +130,7 @@ async def reconcile_partition_policy(
     progress: Progress | None = None,
 ) -> Outcome:
     """Observe, plan, run (unless dryRun/suspend), observe again, and describe the result."""
+    await ensure_metadata(conn)
     now = now or datetime.now(UTC)
     t = spec.table
     if spec.convert is not None and spec.convert.enabled:
@@ -228,6 +230,7 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
     that are empty: deleting a policy never deletes rows."""
     from ..sql.quote import qualified
 
+    await ensure_metadata(conn)
     t = spec.table
     created = {r[0] for r in await conn.fetch(_CREATED_SQL, resource)}
     obs = await observe_table(conn, t.schema_, t.name, spec.key_column)

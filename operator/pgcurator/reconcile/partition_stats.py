@@ -1,5 +1,5 @@
 """Per-partition statistics snapshots (seed 000): stored in the metadata schema every run, so
-growth can be reported even across statistics resets."""
+growth can be reported even across statistics resets. The table is db/metadata.py's."""
 
 from __future__ import annotations
 
@@ -8,20 +8,6 @@ from typing import Any
 
 from ..catalog.partitions import TableObservation
 from ..models.partition import PartitionPolicySpec
-
-STATS_SQL = """
-CREATE TABLE IF NOT EXISTS pgcurator.partition_stats (
-    captured_at    timestamptz NOT NULL DEFAULT now(),
-    resource       text NOT NULL,
-    table_schema   text NOT NULL,
-    table_name     text NOT NULL,
-    partition_name text NOT NULL,
-    est_rows       bigint NOT NULL,
-    size_bytes     bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS partition_stats_table_idx
-    ON pgcurator.partition_stats (table_schema, table_name, captured_at);
-"""
 
 # One snapshot per table per this interval: the schedule may run far more often.
 SNAPSHOT_EVERY = timedelta(minutes=10)
@@ -34,9 +20,6 @@ async def record_and_summarise(conn: Any, spec: PartitionPolicySpec, obs: TableO
     leaves = [c for p in obs.partitions for c in (p.children or [p])]
     total_rows = sum(p.estimated_rows for p in leaves)
     total_bytes = sum(p.size_bytes for p in leaves)
-    if await conn.fetchval("SELECT to_regclass('pgcurator.partition_stats') IS NULL"):
-        await conn.execute("SELECT pg_advisory_xact_lock(1885823861)")
-        await conn.execute(STATS_SQL)
     last = await conn.fetchval(
         "SELECT max(captured_at) FROM pgcurator.partition_stats WHERE table_schema = $1 AND table_name = $2",
         t.schema_, t.name)

@@ -4,8 +4,9 @@ Order of a run: (owned) keep the cert-manager Certificate in line -> read the Se
 validate it (nothing invalid is ever delivered) -> ask the server what it serves (SSLRequest
 handshake) -> when they differ: check privileges, get the files onto the server (mount:
 wait until the kubelet has updated them; sql: write them under new names), ALTER SYSTEM,
-pg_reload_conf() -> verify over the wire; sql mode rolls the settings back if the server
-did not take the new files.
+pg_reload_conf() -> verify over the wire: the fingerprint, and a verify-full client's handshake
+for each declared name; sql mode rolls the settings back if the server did not take the new
+files. How a run ends, given what it observed, is decided in planner/tls.py.
 """
 
 from __future__ import annotations
@@ -20,21 +21,20 @@ from typing import Any
 
 import asyncpg
 
-from ..catalog.tls import observe_privileges, observe_settings, read_server_file
+from ..catalog.tls import TlsSettings, observe_privileges, observe_settings, read_server_file
 from ..db.executor import ADVISORY_CLASS, OPERATOR_ID, apply_session_limits, table_lock_key
-from ..db.metadata import HISTORY_INSERT, ensure_metadata_schema
-from ..errors import ConnectionFailed, CuratorError, LockBusy
+from ..db.metadata import HISTORY_INSERT, ensure_metadata
+from ..errors import ConnectionFailed, LockBusy
 from ..models.common import parse_duration
-from ..models.tls import DbTlsCertSpec, DeliveryMode, IssuerKind
+from ..models.tls import DbTlsCertSpec, DeliveryMode
 from ..planner import tls as planner
 from ..sql.statements import Plan, Step
-from ..tls.handshake import HandshakeError, fetch_served_certificate
-from ..tls.validate import CA_KEY, CERT_KEY, CertInfo, Material, info_of_der, leaf_of_pem, validate_secret
+from ..tls.handshake import HandshakeError, fetch_served_certificate, verify_full
+from ..tls.validate import CA_KEY, CertInfo, Material, info_of_der, leaf_of_pem, validate_secret
 from .context import ReconcileContext
 from .outcome import Condition, Event, Outcome
+from .tls_certificate import ensure_certificate
 
-CM_GROUP, CM_VERSION = "cert-manager.io", "v1"
-WAIT_FILES_SECONDS = 2.0
 VERIFY_SECONDS = 10.0
 # Serialises TLS changes to one server across operator replicas (advisory lock in the target db).
 LOCK_SCHEMA, LOCK_NAME = "pgcurator", "server-tls"
@@ -81,53 +81,6 @@ async def _observe_served(host: str, port: int) -> tuple[CertInfo | None, str, H
     return info_of_der(served.der), served.tls_version, None
 
 
-async def _ensure_certificate(ctx: ReconcileContext, spec: DbTlsCertSpec) -> dict[str, Any]:
-    """Create or correct the owned Certificate; return its readiness for the status."""
-    assert spec.certificate is not None and ctx.kube is not None
-    ref = spec.certificate.issuer_ref
-    if ref.group == CM_GROUP:
-        cluster = ref.kind is IssuerKind.ClusterIssuer
-        issuer = await ctx.kube.get_object(CM_GROUP, CM_VERSION, "clusterissuers" if cluster else "issuers",
-                                           ref.name, None if cluster else ctx.namespace)
-        if issuer is None:
-            where = "" if cluster else f" in namespace {ctx.namespace}"
-            raise CuratorError(f"{ref.kind.value} {ref.name!r} not found{where}: create it or fix "
-                               "certificate.issuerRef", reason="IssuerNotFound")
-    name = spec.certificate.name or ctx.name
-    desired = planner.certificate_manifest(spec, name, ctx.namespace, ctx.body)
-    existing = await ctx.kube.get_object(CM_GROUP, CM_VERSION, "certificates", name, ctx.namespace)
-    if existing is None:
-        existing = await ctx.kube.create_object(CM_GROUP, CM_VERSION, "certificates", ctx.namespace, desired)
-        await ctx.event(Event("Normal", "CertificateCreated", f"created cert-manager Certificate {name}"))
-    else:
-        owners = existing.get("metadata", {}).get("ownerReferences") or []
-        if not any(o.get("uid") == ctx.body["metadata"].get("uid") for o in owners):
-            raise CuratorError(f"Certificate {name} exists and is not owned by this DbTlsCert: refusing to take it "
-                               "over; rename certificate.name or use secretName to follow its Secret",
-                               reason="CertificateNotOwned")
-        patch = planner.certificate_drift(existing.get("spec") or {}, desired["spec"])
-        if patch:
-            existing = await ctx.kube.patch_object(CM_GROUP, CM_VERSION, "certificates", ctx.namespace, name,
-                                                   {"spec": patch})
-            await ctx.event(Event("Normal", "CertificateUpdated",
-                                  f"brought Certificate {name} in line: {', '.join(sorted(patch))}"))
-    cstatus = existing.get("status") or {}
-    ready: dict[str, Any] = next((c for c in cstatus.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return {
-        "name": name,
-        "ready": ready.get("status", "Unknown"),
-        "reason": ready.get("reason", ""),
-        "message": str(ready.get("message", ""))[:500],
-        "notAfter": cstatus.get("notAfter"),
-        "renewalTime": cstatus.get("renewalTime"),
-        "revision": cstatus.get("revision"),
-    }
-
-
-def _serving(match: bool, reason: str, message: str) -> Condition:
-    return Condition("Serving", match, reason, message)
-
-
 def _expiry(ctx: ReconcileContext, spec: DbTlsCertSpec, served: CertInfo | None,
             now: datetime) -> tuple[Condition, Event | None]:
     """Whatever cert-manager says: the served certificate is what clients see."""
@@ -148,7 +101,6 @@ def _expiry(ctx: ReconcileContext, spec: DbTlsCertSpec, served: CertInfo | None,
 async def _run(conn: Any, plan: Plan, contents: dict[str, str], resource: str, spec: DbTlsCertSpec) -> str | None:
     """Run the steps in order, stop at the first failure; history rows show statements, never PEM text.
     Returns the error of the failed step, or None."""
-    await ensure_metadata_schema(conn)
     await apply_session_limits(conn, spec.timeouts)
     for step in plan.steps:
         started = datetime.now(UTC)
@@ -196,178 +148,162 @@ async def _wait_served(host: str, port: int, fingerprint: str, within: float) ->
         await asyncio.sleep(0.05)
 
 
-async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> Outcome:
-    now = datetime.now(UTC)
-    uid = str(ctx.body.get("metadata", {}).get("uid", ctx.resource))
-    interval = parse_duration(spec.check_interval)
-    host, port = spec.verify.host or ctx.params.host, spec.verify.port or ctx.params.port
-    status: dict[str, Any] = {"secretName": spec.tls_secret_name, "deliveryMode": spec.delivery.mode.value,
-                              "verifiedAt": f"{host}:{port}"}
-    prev_status = ctx.body.get("status") or {}
-    for key in ("lastRotationTime", "deliverySeconds"):
-        if key in prev_status:
-            status[key] = prev_status[key]
+class _Run:
+    """One reconcile's state: the status being built, the served certificate, the Expiring condition."""
 
-    if spec.certificate is not None:
-        status["certificate"] = await _ensure_certificate(ctx, spec)
+    def __init__(self, ctx: ReconcileContext, spec: DbTlsCertSpec) -> None:
+        self.ctx, self.spec, self.now = ctx, spec, datetime.now(UTC)
+        self.uid = str(ctx.body.get("metadata", {}).get("uid", ctx.resource))
+        self.interval = parse_duration(spec.check_interval)
+        self.host, self.port = spec.verify.host or ctx.params.host, spec.verify.port or ctx.params.port
+        self.status: dict[str, Any] = {"secretName": spec.tls_secret_name, "deliveryMode": spec.delivery.mode.value,
+                                       "verifiedAt": f"{self.host}:{self.port}"}
+        prev = ctx.body.get("status") or {}
+        self.status.update({k: prev[k] for k in ("lastRotationTime", "deliverySeconds") if k in prev})
+        self.served: CertInfo | None = None
+        self.handshake_error: HandshakeError | None = None
+        self.expiring = Condition("Expiring", False, "NothingServed", "no certificate observed")
 
-    served, tls_version, handshake_error = await _observe_served(host, port)
-    if served is not None:
-        status["served"] = {**served.as_status(), "tlsVersion": tls_version}
-        status["servedFingerprint"], status["servedSerial"] = served.fingerprint, served.serial
-        status["notAfter"] = _iso(served.not_after)
-    expiring, expiry_event = _expiry(ctx, spec, served, now)
-    if expiry_event is not None:
-        await ctx.event(expiry_event)
+    async def observe_served(self) -> None:
+        self.served, tls_version, self.handshake_error = await _observe_served(self.host, self.port)
+        await self.record_served(self.served, tls_version)
 
-    def finish(outcome: Outcome, serving: Condition) -> Outcome:
-        outcome.conditions += [serving, expiring]
+    async def record_served(self, served: CertInfo | None, tls_version: str) -> None:
+        if served is not None:
+            self.status["served"] = {**served.as_status(), "tlsVersion": tls_version}
+            self.status["servedFingerprint"], self.status["servedSerial"] = served.fingerprint, served.serial
+            self.status["notAfter"] = _iso(served.not_after)
+        self.expiring, event = _expiry(self.ctx, self.spec, served, self.now)
+        if event is not None:
+            await self.ctx.event(event)
+
+    def record_secret(self, leaf: CertInfo) -> None:
+        self.status["secret"] = leaf.as_status()
+        self.status["secretFingerprint"], self.status["serial"] = leaf.fingerprint, leaf.serial
+        self.status["notBefore"] = _iso(leaf.not_before)
+
+    def pending_since(self, fingerprint: str) -> float:
+        """When the operator first saw this certificate in the Secret (survives requeues)."""
+        pending = _PENDING.get(self.uid)
+        if pending is None or pending.fingerprint != fingerprint:
+            pending = _PENDING[self.uid] = _Pending(fingerprint, time.time())
+        self.status["pendingSince"] = _iso(pending.since)
+        return pending.since
+
+    def finish(self, d: planner.Decision) -> Outcome:
+        build = {"ready": Outcome.ready, "progressing": Outcome.progressing, "degraded": Outcome.degraded}[d.state]
+        outcome = build(d.reason, d.message, self.status)
+        outcome.requeue_after = d.requeue_after if d.requeue_after is not None else self.interval
+        outcome.conditions += [Condition("Serving", d.serving, d.serving_reason, d.message), self.expiring]
         return outcome
 
+
+async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> Outcome:
+    await ensure_metadata(ctx.conn)
+    run = _Run(ctx, spec)
+    if spec.certificate is not None:
+        run.status["certificate"] = await ensure_certificate(ctx, spec)
+    await run.observe_served()
     assert ctx.kube is not None
     raw = await ctx.kube.read_secret(ctx.namespace, spec.tls_secret_name)
     if raw is None:
-        msg = f"Secret {ctx.namespace}/{spec.tls_secret_name} does not exist"
-        if spec.certificate is not None:
-            cert = status["certificate"]
-            return finish(Outcome.progressing("WaitingForCertificate", f"{msg} yet: cert-manager has not issued "
-                                              f"Certificate {cert['name']} ({cert['reason'] or 'pending'})",
-                                              status, requeue_after=min(interval, 5)),
-                          _serving(False, "NoSecret", msg))
-        return finish(Outcome.degraded("SecretNotFound", msg, status, requeue_after=interval),
-                      _serving(False, "NoSecret", msg))
-
+        return run.finish(planner.no_secret(spec, ctx.namespace, run.status.get("certificate"), run.interval))
     validation = validate_secret(_decode_secret(raw), dns_names=spec.dns_names, ip_addresses=spec.ip_addresses,
-                                 now=now)
+                                 now=run.now)
     if validation.leaf is not None:
-        status["secret"] = validation.leaf.as_status()
-        status["secretFingerprint"], status["serial"] = validation.leaf.fingerprint, validation.leaf.serial
-        status["notBefore"] = _iso(validation.leaf.not_before)
-    if not validation.ok or validation.material is None:
-        first = validation.problems[0]
-        kept = f"the server keeps serving serial {served.serial}" if served else "nothing was delivered"
-        msg = (f"Secret {ctx.namespace}/{spec.tls_secret_name} was not delivered: {validation.summary()}; {kept}")
-        if spec.delivery.mode is DeliveryMode.mount:
-            msg += ("; the kubelet still projects these files into the pod and PostgreSQL would refuse to start "
-                    "with them: fix the Secret before the server restarts")
-        _PENDING.pop(uid, None)
-        return finish(Outcome.degraded(first.reason, msg, status, requeue_after=interval),
-                      _serving(False, "SecretInvalid", msg))
-    material = validation.material
-    fp = material.leaf.fingerprint
-
+        run.record_secret(validation.leaf)
+    if validation.material is None:
+        _PENDING.pop(run.uid, None)
+        return run.finish(planner.not_deliverable(spec, ctx.namespace, validation.problems[0].reason,
+                                                  validation.summary(), run.served.serial if run.served else None))
     async with _server_lock(ctx.conn):
-        settings = await observe_settings(ctx.conn)
-        files = _files(spec, material)
-        desired = planner.desired_settings(spec, files)
-        changes = planner.changed_settings(settings, desired)
-        match = served is not None and served.fingerprint == fp
-        if match and not changes:
-            _PENDING.pop(uid, None)
-            msg = f"serving serial {material.leaf.serial} from Secret {spec.tls_secret_name}, valid until " \
-                  f"{_iso(material.leaf.not_after)}"
-            return finish(_requeue(Outcome.ready("Serving", msg, status), interval),
-                          _serving(True, "Match", msg))
+        return await _deliver(run, validation.material)
 
-        if not match:
-            pending = _PENDING.get(uid)
-            if pending is None or pending.fingerprint != fp:
-                pending = _PENDING[uid] = _Pending(fp, time.time())
-            status["pendingSince"] = _iso(pending.since)
-        mismatch = ("server serves " + (f"serial {served.serial}" if served else
-                    f"nothing ({handshake_error.message if handshake_error else 'no answer'})")
-                    + f", the Secret holds serial {material.leaf.serial}")
 
-        # Files are (re)placed whenever the settings are to point at them: never at a file we did not check.
-        need_files = not match or any(k in changes for k in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"))
-        write = _writes(spec, files, material) if need_files else {}
-        plan = planner.delivery_plan(spec, settings, files, write)
-        if spec.dry_run or spec.suspend:
-            status["plan"] = [f"-- {s.description}" if s.kind == "write_file" else s.statements[0]
-                              for s in plan.steps]
-            reason = "DryRun" if spec.dry_run else "Suspended"
-            return finish(Outcome.progressing(reason, f"{reason}: {mismatch}; {len(plan.steps)} steps planned "
-                                              "(status.plan), none run", status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
-        status["plan"] = []
+async def _deliver(run: _Run, material: Material) -> Outcome:
+    """Under the server lock: compare, and when the server does not serve the Secret, deliver and verify."""
+    ctx, spec = run.ctx, run.spec
+    settings = await observe_settings(ctx.conn)
+    files = _files(spec, material)
+    match = run.served is not None and run.served.fingerprint == material.leaf.fingerprint
+    seen = planner.Observed(
+        material.leaf.serial, material.leaf.fingerprint, run.served.serial if run.served else None,
+        run.served.fingerprint if run.served else None,
+        run.handshake_error.message if run.handshake_error else None,
+        # Serving means a verify-full client accepts it, not only that the fingerprint matches
+        await _client_refusals(run.host, run.port, spec, material) if match else None)
+    delivery = planner.plan_delivery(spec, settings, files, seen)
+    if delivery is None:
+        _PENDING.pop(run.uid, None)
+        return run.finish(planner.in_line(spec, seen, _iso(material.leaf.not_after)))
+    since = run.pending_since(material.leaf.fingerprint) if not seen.match else time.time()
+    held = planner.held_back(spec, delivery, seen)
+    run.status["plan"] = planner.plan_listing(delivery.plan) if held else []
+    if held is not None:
+        return run.finish(held)
+    missing = planner.missing_privileges(spec, await observe_privileges(ctx.conn),
+                                         list(delivery.changes) or list(delivery.desired))
+    if missing:
+        return run.finish(planner.lacking_privileges(spec, ctx.params.user, missing, seen))
+    elapsed = time.time() - since
+    if spec.delivery.mode is DeliveryMode.mount and delivery.need_files:
+        on_disk = await read_server_file(ctx.conn, files.cert)
+        pending = planner.mounted_files_pending(spec, files.cert, _fingerprint_of(on_disk), on_disk is None, seen,
+                                                elapsed)
+        if pending is not None:
+            return run.finish(pending)
+    error = await _run(ctx.conn, delivery.plan, {p: _content(material, k) for p, k in delivery.write.items()},
+                       ctx.resource, spec)
+    if error is not None:
+        return run.finish(planner.delivery_failed(error, seen))
+    return await _verify_delivery(run, material, seen, delivery, settings, since)
 
-        privs = await observe_privileges(ctx.conn)
-        missing = planner.missing_privileges(spec, privs, list(changes) or list(desired))
-        if missing:
-            msg = (f"role {ctx.params.user} lacks what {spec.delivery.mode.value} mode needs; nothing was written: "
-                   + "; ".join(missing))
-            return finish(Outcome.degraded("InsufficientPrivilege", msg, status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
 
-        elapsed = time.time() - _PENDING[uid].since if uid in _PENDING else 0.0
-        timeout = parse_duration(spec.delivery.timeout)
-        if spec.delivery.mode is DeliveryMode.mount and need_files:
-            on_disk = await read_server_file(ctx.conn, files.cert)
-            disk_fp = _fingerprint_of(on_disk)
-            if disk_fp != fp:
-                seen = "is missing" if on_disk is None else "still holds another certificate"
-                msg = f"{mismatch}; {files.cert} on the server {seen} (the kubelet updates mounted Secrets " \
-                      f"with a delay), waited {elapsed:.0f}s"
-                if elapsed > timeout:
-                    return finish(Outcome.degraded("DeliveryTimedOut", msg + f", more than delivery.timeout "
-                                                   f"{spec.delivery.timeout}", status, requeue_after=WAIT_FILES_SECONDS),
-                                  _serving(False, "Mismatch", msg))
-                return finish(Outcome.progressing("WaitingForFiles", msg, status, requeue_after=WAIT_FILES_SECONDS),
-                              _serving(False, "Mismatch", msg))
-
-        error = await _run(ctx.conn, plan, {p: _content(material, src) for p, src in write.items()},
-                           ctx.resource, spec)
-        if error is not None:
-            msg = f"delivery failed at {error}; the server keeps serving what it served"
-            return finish(Outcome.degraded("DeliveryFailed", msg, status, requeue_after=interval),
-                          _serving(match, "Match" if match else "Mismatch", mismatch))
-
-        now_served = await _wait_served(host, port, fp, VERIFY_SECONDS)
-        if now_served is None or now_served.fingerprint != fp:
-            msg = f"after pg_reload_conf() the server still does not serve serial {material.leaf.serial}"
-            if spec.delivery.mode is DeliveryMode.sql:
-                await _run(ctx.conn, planner.rollback_plan(settings, desired), {}, ctx.resource, spec)
-                msg += "; the settings were rolled back to the previous files (see the server log for why)"
-            else:
-                msg += (f"; check the server log: PostgreSQL takes {files.key} only when it is mode 0600 and owned "
-                        "by the server's user, or 0640 and owned by root (set the volume's defaultMode and fsGroup)")
-            degraded = Outcome.degraded("NotServing", msg, status,
-                                        requeue_after=WAIT_FILES_SECONDS if elapsed <= timeout else interval)
-            return finish(degraded, _serving(False, "Mismatch", msg))
-
+async def _verify_delivery(run: _Run, material: Material, seen: planner.Observed, delivery: planner.Delivery,
+                           previous: TlsSettings, since: float) -> Outcome:
+    """After the reload: the new certificate is served and verify-full clients accept it, or we say why not."""
+    ctx, spec = run.ctx, run.spec
+    now_served = await _wait_served(run.host, run.port, material.leaf.fingerprint, VERIFY_SECONDS)
+    if now_served is None or now_served.fingerprint != material.leaf.fingerprint:
         if spec.delivery.mode is DeliveryMode.sql:
-            keep = [files.cert, files.key, *([files.ca] if files.ca else [])]
-            prev_files = [settings.get("ssl_cert_file"), settings.get("ssl_key_file"), settings.get("ssl_ca_file")]
-            keep += [f for f in prev_files if f.startswith(spec.delivery.sql.directory + "/")]
-            await _run(ctx.conn, Plan([Step("cleanup_files", spec.delivery.sql.directory,
-                                             (planner.cleanup_statement(spec.delivery.sql.directory, keep),))]),
-                       {}, ctx.resource, spec)
-
-    status["served"] = {**now_served.as_status(), "tlsVersion": status.get("served", {}).get("tlsVersion", "")}
-    status["servedFingerprint"], status["servedSerial"] = now_served.fingerprint, now_served.serial
-    status["notAfter"] = _iso(now_served.not_after)
-    expiring, expiry_event = _expiry(ctx, spec, now_served, now)
-    if expiry_event is not None:
-        await ctx.event(expiry_event)
-    if not match:
-        pending = _PENDING.pop(uid, None)
-        took = time.time() - pending.since if pending else 0.0
-        status["lastRotationTime"] = _iso(time.time())
-        status["deliverySeconds"] = round(took, 3)
-        status.pop("pendingSince", None)
+            await _run(ctx.conn, planner.rollback_plan(previous, delivery.desired), {}, ctx.resource, spec)
+        return run.finish(planner.not_serving(spec, delivery.files, seen, time.time() - since))
+    refused = await _client_refusals(run.host, run.port, spec, material)
+    if refused is not None:
+        return run.finish(planner.client_refused(seen, refused))
+    if spec.delivery.mode is DeliveryMode.sql:
+        directory = spec.delivery.sql.directory
+        keep = planner.cleanup_keep(spec, delivery.files, previous)
+        await _run(ctx.conn, Plan([Step("cleanup_files", directory, (planner.cleanup_statement(directory, keep),))]),
+                   {}, ctx.resource, spec)
+    await run.record_served(now_served, run.status.get("served", {}).get("tlsVersion", ""))
+    took = time.time() - since
+    if not seen.match:
+        _PENDING.pop(run.uid, None)
+        run.status["lastRotationTime"] = _iso(time.time())
+        run.status["deliverySeconds"] = round(took, 3)
+        run.status.pop("pendingSince", None)
         await ctx.event(Event("Normal", "CertificateRotated",
-                              f"now serving serial {material.leaf.serial} (was "
-                              f"{served.serial if served else 'none'}); delivered in {took:.1f}s by "
-                              f"{spec.delivery.mode.value}, then pg_reload_conf()"))
-        msg = f"rotated to serial {material.leaf.serial} in {took:.1f}s; valid until {_iso(material.leaf.not_after)}"
-        return finish(_requeue(Outcome.ready("Rotated", msg, status), interval), _serving(True, "Match", msg))
-    msg = f"settings brought in line ({', '.join(changes)}); serving serial {material.leaf.serial}"
-    return finish(_requeue(Outcome.ready("SettingsApplied", msg, status), interval), _serving(True, "Match", msg))
+                              f"now serving serial {seen.serial} (was {seen.served_serial or 'none'}); delivered in "
+                              f"{took:.1f}s by {spec.delivery.mode.value}, then pg_reload_conf()"))
+    return run.finish(planner.delivered(spec, seen, delivery, took, _iso(material.leaf.not_after)))
 
 
-def _requeue(outcome: Outcome, seconds: float) -> Outcome:
-    outcome.requeue_after = seconds
-    return outcome
+def _check_names(spec: DbTlsCertSpec, material: Material) -> list[str]:
+    """The names a client connects with: the declared ones, else the certificate's first name."""
+    declared = [*spec.dns_names, *spec.ip_addresses]
+    return declared or [*material.leaf.dns_names, *material.leaf.ip_addresses][:1]
+
+
+async def _client_refusals(host: str, port: int, spec: DbTlsCertSpec, material: Material) -> str | None:
+    """None when a verify-full client (sslrootcert = the Secret's ca.crt) accepts every name; else why not."""
+    try:
+        refusals = await verify_full(host, port, _check_names(spec, material), material.ca_pem)
+    except HandshakeError as exc:
+        return exc.message
+    if not refusals:
+        return None
+    return "; ".join(f"for {r.name}: {r.message}" for r in refusals)
 
 
 class _server_lock:
@@ -392,16 +328,6 @@ def _files(spec: DbTlsCertSpec, material: Material) -> planner.FileSet:
     if spec.delivery.mode is DeliveryMode.mount:
         return planner.mount_file_set(spec)
     return planner.sql_file_set(spec.delivery.sql.directory, material.leaf.fingerprint, material.ca_pem is not None)
-
-
-def _writes(spec: DbTlsCertSpec, files: planner.FileSet, material: Material) -> dict[str, str]:
-    """sql mode: path -> Secret key it holds (the key file first, so the certificate never names a missing key)."""
-    if spec.delivery.mode is not DeliveryMode.sql:
-        return {}
-    out = {files.key: "tls.key", files.cert: CERT_KEY}
-    if files.ca is not None:
-        out[files.ca] = CA_KEY
-    return out
 
 
 def _content(material: Material, source: str) -> str:

@@ -13,15 +13,9 @@ from typing import Any
 import asyncpg
 
 from ..db.executor import run_plan
+from ..models.pgvector import OPERATORS
 from ..models.vector import VectorIndexSpec
-from ..planner.vector import (
-    OPERATORS,
-    percentile,
-    recall_at_k,
-    recommend,
-    search_parameter,
-    search_values,
-)
+from ..planner.vector_recall import percentile, recall_at_k, recommend, search_parameter, search_values
 from ..sql.quote import ident, literal, qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from ..models.common import MAX_IDENTIFIER_BYTES
+# PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server.
+MAX_IDENTIFIER_BYTES = 63
 
 
 def ident(name: str) -> str:

@@ -2,7 +2,9 @@
 
 A Secret is delivered to the server only when every rule passes: PostgreSQL keeps the old
 files at a reload when the new ones are bad, but refuses to *start* with them at the next
-restart, so a bad file on disk is a time bomb.
+restart, so a bad file on disk is a time bomb. The chain is judged as a verify-full client
+would judge it (`verify.verify_chain`, cryptography's X.509 verifier); this module parses the
+Secret and checks what the verifier does not see: the private key.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from .verify import key_description, names_problem, structure_problem, verify_chain
 
 # One PEM block. Only plain base64 bodies: encrypted keys carry "Proc-Type:" headers, and
 # PostgreSQL cannot be given a passphrase here.
@@ -128,8 +132,14 @@ def pem_blocks(data: bytes) -> list[tuple[str, str]]:
 def parse_certificates(data: bytes, what: str) -> tuple[list[x509.Certificate], str]:
     blocks = [(k, t) for k, t in pem_blocks(data) if k == "CERTIFICATE"]
     if not blocks:
-        raise ValueError(f"{what} holds no PEM CERTIFICATE block")
-    certs = [x509.load_pem_x509_certificate(t.encode()) for _, t in blocks]
+        raise ValueError("it holds no PEM CERTIFICATE block (-----BEGIN CERTIFICATE-----)")
+    certs = []
+    for n, (_, text) in enumerate(blocks, 1):
+        try:
+            certs.append(x509.load_pem_x509_certificate(text.encode()))
+        except ValueError:  # the parser's own message is a debugging dump of the DER error
+            raise ValueError(f"CERTIFICATE block {n} of {len(blocks)} is not an X.509 certificate "
+                             "(damaged or truncated)") from None
     return certs, "".join(t for _, t in blocks)
 
 
@@ -140,7 +150,11 @@ def parse_private_key(data: bytes) -> tuple[PrivateKeyTypes, str]:
     kind, text = blocks[0]
     if kind == "ENCRYPTED PRIVATE KEY":
         raise ValueError("tls.key is encrypted; PostgreSQL needs an unencrypted key")
-    return serialization.load_pem_private_key(text.encode(), password=None), text
+    try:
+        return serialization.load_pem_private_key(text.encode(), password=None), text
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(f"the {kind} block is not a usable private key (damaged, or a key type PostgreSQL "
+                         "cannot use)") from None
 
 
 def _spki(key: object) -> bytes:
@@ -150,57 +164,6 @@ def _spki(key: object) -> bytes:
 
 def key_matches(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
     return _spki(cert.public_key()) == _spki(key.public_key())
-
-
-def dns_name_covered(name: str, sans: Sequence[str]) -> bool:
-    """RFC 6125: a SAN wildcard covers exactly one left-most label (`*.a.b` covers `x.a.b`, not `a.b`)."""
-    name = name.lower().rstrip(".")
-    for san in sans:
-        san = san.lower().rstrip(".")
-        if san == name:
-            return True
-        if san.startswith("*.") and not name.startswith("*."):
-            head, _, rest = name.partition(".")
-            if head and rest == san[2:]:
-                return True
-        if name.startswith("*.") and san == name:
-            return True
-    return False
-
-
-def uncovered_names(info: CertInfo, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> list[str]:
-    missing = [n for n in dns_names if not dns_name_covered(n, info.dns_names)]
-    have_ips = {ipaddress.ip_address(i) for i in info.ip_addresses}
-    missing += [i for i in ip_addresses if ipaddress.ip_address(i) not in have_ips]
-    return missing
-
-
-def chain_problem(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate]) -> str | None:
-    """None when chain[0] reaches one of `roots` through chain[1:], checking every signature."""
-    pool = list(chain[1:]) + list(roots)
-    current = chain[0]
-    root_ders = {r.public_bytes(serialization.Encoding.DER) for r in roots}
-    for _ in range(len(pool) + 1):
-        if current.public_bytes(serialization.Encoding.DER) in root_ders:
-            return None  # the CA itself (a self-signed certificate whose ca.crt is itself)
-        issuer = None
-        for candidate in pool:
-            if candidate.subject != current.issuer:
-                continue
-            try:
-                current.verify_directly_issued_by(candidate)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            issuer = candidate
-            break
-        if issuer is None:
-            return f"no certificate in tls.crt or ca.crt signed {current.subject.rfc4514_string()!r}"
-        if issuer.public_bytes(serialization.Encoding.DER) in root_ders:
-            return None
-        if issuer is current:
-            break
-        current = issuer
-    return "the chain in tls.crt does not lead to a certificate in ca.crt"
 
 
 def validate_secret(
@@ -224,42 +187,68 @@ def validate_secret(
     try:
         chain, cert_pem = parse_certificates(cert_data, CERT_KEY)
     except ValueError as exc:
-        return Validation(None, (Problem("CertificateUnreadable", f"tls.crt does not parse: {exc}"),))
+        return Validation(None, (Problem("CertificateUnreadable", f"tls.crt does not parse: {_plain(exc)}"),))
     leaf = cert_info(chain[0])
+    structure = structure_problem(chain)
+    if structure is not None:  # the leaf-based checks below would describe the wrong certificate
+        return Validation(None, (Problem(structure.reason, structure.message),), leaf)
 
-    key_pem = ""
-    try:
-        key, key_pem = parse_private_key(key_data)
-        if not key_matches(chain[0], key):
-            problems.append(Problem("KeyMismatch", "tls.key is not the private key of the certificate in tls.crt"))
-    except (ValueError, TypeError) as exc:
-        problems.append(Problem("KeyUnreadable", f"tls.key does not parse: {exc}"))
-
-    if now < leaf.not_before:
-        problems.append(Problem("NotYetValid", f"the certificate is not valid before {_iso(leaf.not_before)}"))
-    if now >= leaf.not_after:
-        problems.append(Problem("Expired", f"the certificate expired at {_iso(leaf.not_after)}"))
-
-    uncovered = uncovered_names(leaf, dns_names, ip_addresses)
-    if uncovered:
-        have = ", ".join([*leaf.dns_names, *leaf.ip_addresses]) or "none"
-        problems.append(Problem("NamesNotCovered",
-                                f"the certificate does not cover {', '.join(uncovered)} (its names: {have})"))
+    key_pem, key_problem = _check_key(key_data, chain[0])
+    problems += key_problem
 
     ca_pem: str | None = None
+    roots: list[x509.Certificate] | None = None
     ca_data = data.get(CA_KEY) or b""
     if ca_data.strip():
         try:
             roots, ca_pem = parse_certificates(ca_data, CA_KEY)
-            problem = chain_problem(chain, roots)
-            if problem is not None:
-                problems.append(Problem("UntrustedChain", f"tls.crt does not chain to ca.crt: {problem}"))
         except ValueError as exc:
-            problems.append(Problem("CaUnreadable", f"ca.crt does not parse: {exc}"))
+            problems.append(Problem("CaUnreadable", f"ca.crt does not parse: {_plain(exc)}"))
+            return Validation(None, tuple(problems), leaf)
+    path, chain_problems = verify_chain(chain, roots, dns_names, ip_addresses, now)
+    problems += [Problem(p.reason, p.message) for p in chain_problems]
+    if path is None and not any(p.reason == "NamesNotCovered" for p in problems):
+        # the chain failed first; still say which declared names the certificate lacks
+        uncovered = [n for n in [*dns_names, *ip_addresses] if not _names_cover(leaf, n)]
+        if uncovered:
+            problems.append(Problem("NamesNotCovered", names_problem(chain[0], uncovered).message))
 
-    if problems:
+    if problems or path is None:
         return Validation(None, tuple(problems), leaf)
     return Validation(Material(cert_pem, key_pem, ca_pem, leaf), (), leaf)
+
+
+def _check_key(key_data: bytes, leaf: x509.Certificate) -> tuple[str, list[Problem]]:
+    """The key's normalised PEM, and what is wrong with it: unreadable, or not the leaf's key."""
+    try:
+        key, key_pem = parse_private_key(key_data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return "", [Problem("KeyUnreadable", f"tls.key does not parse: {_plain(exc)}")]
+    if key_matches(leaf, key):
+        return key_pem, []
+    return key_pem, [Problem("KeyMismatch", f"tls.key ({key_description(key.public_key())}) is not the private "
+                             f"key of the certificate in tls.crt ({key_description(leaf.public_key())})")]
+
+
+def _plain(exc: Exception) -> str:
+    """A parser's message without its debugging tail (cryptography appends a Rust error's Debug form)."""
+    text = str(exc).split(" See https://")[0].split(" Details: ")[0]
+    return text.rstrip(".") or type(exc).__name__
+
+
+def _names_cover(leaf: CertInfo, name: str) -> bool:
+    """Whether one of the leaf's SANs covers `name` (only to complete a message; the verdict is the verifier's)."""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return ip in {ipaddress.ip_address(i) for i in leaf.ip_addresses}
+    name = name.lower().rstrip(".")
+    for san in (s.lower().rstrip(".") for s in leaf.dns_names):
+        if san == name or (san.startswith("*.") and name.partition(".")[2] == san[2:] and not name.startswith("*.")):
+            return True
+    return False
 
 
 def leaf_of_pem(data: bytes) -> CertInfo:
