@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .engine import KindHandler
 from .models.common import Schedule, schedule_seconds
 from .models.index import IndexPolicySpec
 from .models.partition import PartitionPolicySpec
@@ -15,12 +16,11 @@ from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
 from .reconcile.vector import cleanup_vector_index, reconcile_vector_index
-from .runtime import KindHandler
 
 
 async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
-    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event,
-                                            progress=ctx.progress)
+    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, now=ctx.now,
+                                            on_event=ctx.event, progress=ctx.progress)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:
