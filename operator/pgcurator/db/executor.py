@@ -4,9 +4,6 @@ every statement, retrying lock conflicts with backoff, and a history row for eac
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -16,17 +13,27 @@ from typing import Any
 
 import asyncpg
 
-from .. import metrics
+from .. import metrics, settings
+from ..backoff import backoff_delay
 from ..errors import ConnectionFailed, LockBusy
 from ..models.common import Timeouts
 from ..sql.statements import Plan, Step
 from .metadata import HISTORY_INSERT, ensure_metadata
 from .session import limit_statements
 
-OPERATOR_ID = os.environ.get("POD_NAME") or socket.gethostname()
 ADVISORY_CLASS = 0x70676375  # "pgcu": keeps our keys apart from the application's advisory locks
 RETRYABLE = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, asyncpg.ObjectInUseError)
-BACKOFF_BASE = float(os.environ.get("PGCURATOR_LOCK_BACKOFF", "0.5"))
+
+
+def operator_id() -> str:
+    """Who ran a statement, in history rows."""
+    return settings.current().operator_id
+
+
+def lock_retry_delay(attempt: int) -> float:
+    """Seconds before retry `attempt` of a statement that hit lock_timeout (jittered, so replicas
+    retrying the same lock do not retry in step)."""
+    return backoff_delay(attempt, base=settings.current().lock_backoff, cap=30.0, jitter=True)
 
 
 def table_lock_key(schema: str, table: str) -> int:
@@ -173,13 +180,13 @@ async def record_history(conn: Any, resource: str, kind: str, target: str, state
                          duration_ms: float, outcome: str = "ok", error: str | None = None) -> None:
     """One history row for work that does not go through run_plan (e.g. conversion batches)."""
     await conn.execute(HISTORY_INSERT, resource, kind, target, statement, started, duration_ms, outcome, error,
-                       OPERATOR_ID)
+                       operator_id())
 
 
 async def _record(conn: Any, resource: str, step: Step, started: datetime, results: list[StatementResult]) -> None:
     metrics.observe_statements(step.kind, results)  # every attempt, as in the history table
     rows = [
-        (resource, step.kind, step.target, r.statement, started, r.duration_ms, r.outcome, r.error, OPERATOR_ID)
+        (resource, step.kind, step.target, r.statement, started, r.duration_ms, r.outcome, r.error, operator_id())
         for r in results
     ]
     if rows:
@@ -228,7 +235,7 @@ async def run_plan(
                     )
                     break
                 await _record(conn, resource, step, started, stmts)
-                delay = min(30.0, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = lock_retry_delay(attempt)
                 await asyncio.sleep(delay)
                 started = datetime.now(UTC)
             except asyncpg.PostgresError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,14 +10,11 @@ from typing import Any
 
 import asyncpg
 
+from .. import settings
 from ..errors import ConnectionFailed, CuratorError
 from ..models.common import Timeouts
 from .params import ConnParams, connect_kwargs
 from .session import PINNED_SETTINGS, prepare_session
-
-POOL_MAX_SIZE = int(os.environ.get("PGCURATOR_POOL_SIZE", "8"))
-CONNECT_TIMEOUT = float(os.environ.get("PGCURATOR_CONNECT_TIMEOUT", "10"))
-
 
 # Raised mid-run when the server goes away (restart, crash, network): the database is
 # unreachable, not a bug, and the run is retried with backoff.
@@ -47,7 +43,7 @@ def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorErr
         return ConnectionFailed(f"none of {params.hosts_display} is {params.target_session_attrs} "
                                 f"(target_session_attrs) for {where}")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return ConnectionFailed(f"timed out connecting to {where} after {CONNECT_TIMEOUT:.0f}s")
+        return ConnectionFailed(f"timed out connecting to {where} after {settings.current().connect_timeout:.0f}s")
     if isinstance(exc, OSError):
         return ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}")
     if isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)):
@@ -60,8 +56,8 @@ def describe_connect_error(params: ConnParams, exc: BaseException) -> CuratorErr
 
 
 class PoolRegistry:
-    def __init__(self, max_size: int = POOL_MAX_SIZE) -> None:
-        self.max_size = max_size
+    def __init__(self, max_size: int | None = None) -> None:
+        self.max_size = max_size if max_size is not None else settings.current().pool_size
         self._pools: dict[str, asyncpg.Pool] = {}
         self._creating: dict[str, asyncio.Lock] = {}
 
@@ -79,7 +75,7 @@ class PoolRegistry:
                     **connect_kwargs(params, PINNED_SETTINGS),
                     min_size=0,
                     max_size=self.max_size,
-                    timeout=CONNECT_TIMEOUT,
+                    timeout=settings.current().connect_timeout,
                     max_inactive_connection_lifetime=120,
                 )
                 self._pools[key] = pool
@@ -91,7 +87,7 @@ class PoolRegistry:
         the resource's lock_timeout and statement_timeout until it is released."""
         try:
             pool = await self.get(params)
-            conn = await pool.acquire(timeout=CONNECT_TIMEOUT + 30)
+            conn = await pool.acquire(timeout=settings.current().connect_timeout + 30)
         except CuratorError:
             raise
         except Exception as exc:

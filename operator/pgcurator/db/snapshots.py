@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
-SNAPSHOT_MIN_SECONDS = float(os.environ.get("PGCURATOR_INDEX_SNAPSHOT_SECONDS", "300"))
+from .. import settings
 
 
 async def record_snapshot(
     conn: Any, schema: str, table: str, rows: list[tuple[str, int, int]], stats_reset: datetime | None
 ) -> bool:
-    """rows: (index, scans, size). Written at most every SNAPSHOT_MIN_SECONDS per table."""
+    """rows: (index, scans, size). Written at most every PGCURATOR_INDEX_SNAPSHOT_SECONDS per table."""
     recent = await conn.fetchval(
         "SELECT max(taken_at) > now() - make_interval(secs => $3) FROM pgcurator.index_usage "
-        "WHERE schema_name = $1 AND table_name = $2", schema, table, SNAPSHOT_MIN_SECONDS)
+        "WHERE schema_name = $1 AND table_name = $2", schema, table, settings.current().index_snapshot_seconds)
     if recent:
         return False
     await conn.executemany(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from ..catalog.partitions import PartitionInfo, observe_table
-from ..db.executor import BACKOFF_BASE, RETRYABLE, TableLock, record_history
+from ..db.executor import RETRYABLE, TableLock, lock_retry_delay, record_history
 from ..db.metadata import ensure_metadata
 from ..errors import LockBusy
 from ..models.common import Timeouts, parse_duration
@@ -86,7 +85,7 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
                     if attempt > spec.timeouts.lock_retries:
                         raise LockBusy(f"could not lock {p.name} to drop it within lockTimeout after {attempt} "
                                        f"attempts: {exc}; retrying") from exc
-                    await asyncio.sleep(min(30.0, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random()))
+                    await asyncio.sleep(lock_retry_delay(attempt))
                 except asyncpg.UndefinedTableError:
                     dropped = True  # dropped meanwhile by someone else
                     break

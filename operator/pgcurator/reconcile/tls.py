@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from ..catalog.tls import TlsSettings, observe_privileges, observe_settings, read_server_file
-from ..db.executor import ADVISORY_CLASS, OPERATOR_ID, apply_session_limits, table_lock_key
+from ..db.executor import ADVISORY_CLASS, apply_session_limits, operator_id, table_lock_key
 from ..db.metadata import HISTORY_INSERT, ensure_metadata
 from ..errors import ConnectionFailed, LockBusy
 from ..models.common import parse_duration
@@ -114,7 +114,7 @@ async def _run(conn: Any, plan: Plan, contents: dict[str, str], resource: str, s
             raise ConnectionFailed(f"connection lost during {step.kind} {step.target}: {exc}") from None
         ms = (time.perf_counter() - t0) * 1000
         await conn.executemany(HISTORY_INSERT, [
-            (resource, step.kind, step.target, sql, started, ms, "error" if error else "ok", error, OPERATOR_ID)
+            (resource, step.kind, step.target, sql, started, ms, "error" if error else "ok", error, operator_id())
             for sql in step.statements
         ])
         if error is not None:
