@@ -22,8 +22,8 @@ RANKS: dict[str, int] = {
     "db": 4, "catalog": 4,
     "planner": 5,
     "reconcile": 6,
-    "runtime": 7,
-    "kinds": 8, "leader": 8, "health": 8,
+    "engine": 7,
+    "runtime": 8, "kinds": 8, "local": 8, "leader": 8, "health": 8,
     "app": 9, "crdgen": 9,
     "cli": 10,
 }
