@@ -67,6 +67,19 @@ def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation
     return out
 
 
+def ca_pem_of(secret: str, key: str, value: str) -> str:
+    """The CA certificate text of a Secret's (base64) value, or SecretInvalid naming the key."""
+    try:
+        text = base64.b64decode(value, validate=True).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise SecretProblem(f"Secret {secret} key {key!r} is not base64 of a PEM certificate "
+                            "(-----BEGIN CERTIFICATE-----)", reason="SecretInvalid") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise SecretProblem(f"Secret {secret} key {key!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            reason="SecretInvalid")
+    return text
+
+
 class Worker:
     def __init__(self, runtime: Runtime, handler: KindHandler[Any], body: dict[str, Any]) -> None:
         self.runtime = runtime
@@ -158,7 +171,7 @@ class Worker:
                     f"CA Secret {namespace}/{ref.ca_secret.name} or its key {ref.ca_secret.key!r} not found",
                     reason="SecretNotFound",
                 )
-            ca_pem = base64.b64decode(ca_data[ref.ca_secret.key]).decode()
+            ca_pem = ca_pem_of(f"{namespace}/{ref.ca_secret.name}", ref.ca_secret.key, ca_data[ref.ca_secret.key])
         return params_from_secret(f"{namespace}/{ref.secret_name}", data, ref, ca_pem)
 
     def surroundings(self, body: dict[str, Any]) -> Surroundings:

@@ -5,6 +5,7 @@ a task that ends unexpectedly) never loses a resource."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -262,3 +263,21 @@ def test_outcome_without_params_blames_the_api() -> None:
     out = outcome_for(OSError("refused"), params=None, schedule=600, backoff=Backoff(1, 8), resource="r",
                       plan_retry=60)
     assert out.conditions[0].reason == "ApiUnreachable"
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"\xff\xfe").decode(),
+                                   base64.b64encode(b"hello").decode()])
+def test_a_broken_ca_secret_is_secret_invalid_not_internal_error(value: str) -> None:
+    from pgcurator.errors import SecretProblem
+    from pgcurator.runtime import ca_pem_of
+
+    with pytest.raises(SecretProblem) as err:
+        ca_pem_of("ns/ca", "ca.crt", value)
+    assert err.value.reason == "SecretInvalid" and "'ca.crt'" in err.value.message
+
+
+def test_a_ca_secret_is_read() -> None:
+    from pgcurator.runtime import ca_pem_of
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    assert ca_pem_of("ns/ca", "ca.crt", base64.b64encode(pem.encode()).decode()) == pem
