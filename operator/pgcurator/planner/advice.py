@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..catalog.advice import ColumnStats, ExistingIndex, TableStats
 from .advice_parse import Conjunct, Kind, TableKey, Usage, _q
 
 RARE = 0.1  # a constant equality selecting at most this fraction of rows goes into WHERE
@@ -28,51 +29,39 @@ NOT_BTREE_TYPES = ("vector", "halfvec", "sparsevec", "bit", "tsvector", "json", 
                    "polygon", "circle", "box", "path", "line", "lseg")
 
 
-@dataclass(frozen=True)
-class ColumnStats:
-    type: str  # format_type(atttypid, atttypmod)
-    null_frac: float = 0.0
-    n_distinct: float = 0.0  # pg_stats: > 0 a count, < 0 minus a fraction of the rows, 0 unknown
-    avg_width: int = 0
-    mcv: Mapping[str, float] = field(default_factory=dict)  # value text -> frequency
-
-    @property
-    def base_type(self) -> str:
-        return self.type.split("(")[0].strip()
-
-    def can_be_key(self) -> bool:
-        return (self.base_type not in NOT_BTREE_TYPES and not self.type.endswith("[]")
-                and self.avg_width <= WIDE_BYTES)
+def _base_type(s: ColumnStats) -> str:
+    return s.type.split("(")[0].strip()
 
 
-@dataclass(frozen=True)
-class TableStats:
-    rows: float
-    columns: Mapping[str, ColumnStats]
+def can_be_key(s: ColumnStats) -> bool:
+    return _base_type(s) not in NOT_BTREE_TYPES and not s.type.endswith("[]") and s.avg_width <= WIDE_BYTES
 
-    def selectivity(self, c: Conjunct) -> float:
-        s = self.columns.get(c.column)
-        if s is None:
-            return UNKNOWN_EQ_SELECTIVITY
-        if c.kind is Kind.null:
-            return s.null_frac if c.is_null else 1 - s.null_frac
-        if c.kind in (Kind.range, Kind.contains):
-            return 1 / 3  # PostgreSQL's DEFAULT_INEQ_SEL: ranges are ordered after equalities anyway
-        if c.constant is not None:
-            value = _literal_text(c.constant)
-            if value in s.mcv:
-                return s.mcv[value]
-            rest = 1 - s.null_frac - sum(s.mcv.values())
-            others = self.distinct(c.column) - len(s.mcv)
-            return max(rest, 0.0) / others if others >= 1 else UNKNOWN_EQ_SELECTIVITY
-        nd = self.distinct(c.column)
-        return (1 - s.null_frac) / nd if nd >= 1 else UNKNOWN_EQ_SELECTIVITY
 
-    def distinct(self, column: str) -> float:
-        s = self.columns.get(column)
-        if s is None or s.n_distinct == 0:
-            return 0.0
-        return s.n_distinct if s.n_distinct > 0 else -s.n_distinct * max(self.rows, 1.0)
+def distinct(stats: TableStats, column: str) -> float:
+    s = stats.columns.get(column)
+    if s is None or s.n_distinct == 0:
+        return 0.0
+    return s.n_distinct if s.n_distinct > 0 else -s.n_distinct * max(stats.rows, 1.0)
+
+
+def selectivity(stats: TableStats, c: Conjunct) -> float:
+    """The fraction of rows a test keeps, from pg_stats as the planner reads it (roughly)."""
+    s = stats.columns.get(c.column)
+    if s is None:
+        return UNKNOWN_EQ_SELECTIVITY
+    if c.kind is Kind.null:
+        return s.null_frac if c.is_null else 1 - s.null_frac
+    if c.kind in (Kind.range, Kind.contains):
+        return 1 / 3  # PostgreSQL's DEFAULT_INEQ_SEL: ranges are ordered after equalities anyway
+    if c.constant is not None:
+        value = _literal_text(c.constant)
+        if value in s.mcv:
+            return s.mcv[value]
+        rest = 1 - s.null_frac - sum(s.mcv.values())
+        others = distinct(stats, c.column) - len(s.mcv)
+        return max(rest, 0.0) / others if others >= 1 else UNKNOWN_EQ_SELECTIVITY
+    nd = distinct(stats, c.column)
+    return (1 - s.null_frac) / nd if nd >= 1 else UNKNOWN_EQ_SELECTIVITY
 
 
 def _literal_text(sql: str) -> str:
@@ -138,12 +127,12 @@ def candidates_for(u: Usage, stats: TableStats) -> list[Candidate]:
 
     def keyable(c: Conjunct) -> bool:
         s = cols.get(c.column)
-        return s is not None and s.can_be_key()
+        return s is not None and can_be_key(s)
 
     for c in u.conjuncts:
         if c.kind is Kind.contains and c.column in cols:
             s = cols[c.column]
-            path_ops = s.base_type == "jsonb" and all(
+            path_ops = _base_type(s) == "jsonb" and all(
                 x.op == "@>" for x in u.conjuncts if x.kind is Kind.contains and x.column == c.column)
             out.append(Candidate(u.table, (Key(c.column, opclass="jsonb_path_ops" if path_ops else None),), "gin"))
             break
@@ -156,18 +145,18 @@ def candidates_for(u: Usage, stats: TableStats) -> list[Candidate]:
         elif c.kind is Kind.json_eq:
             eqs.append(c)
         elif c.kind in (Kind.eq, Kind.join) and keyable(c):
-            if c.constant is not None and stats.selectivity(c) <= RARE:
+            if c.constant is not None and selectivity(stats, c) <= RARE:
                 predicate.append(c)
             else:
                 eqs.append(c)
         elif c.kind is Kind.range and keyable(c):
             (predicate if c.constant is not None else ranges).append(c)
     keys = _order_eq(eqs, stats)
-    sort = [(col, d) for col, d in u.sort if col in cols and cols[col].can_be_key()]
+    sort = [(col, d) for col, d in u.sort if col in cols and can_be_key(cols[col])]
     if len(sort) == len(u.sort) and sort and (u.limit or not ranges):
         keys += [Key(col, desc=d) for col, d in sort if col not in {k.column for k in keys}]
     elif ranges:
-        r = min(ranges, key=stats.selectivity)
+        r = min(ranges, key=lambda c: selectivity(stats, c))
         if r.column not in {k.column for k in keys}:
             keys.append(Key(r.column))
     if not keys:
@@ -175,7 +164,7 @@ def candidates_for(u: Usage, stats: TableStats) -> list[Candidate]:
         movable = [c for c in predicate if c.kind in (Kind.eq, Kind.range)]
         if not movable:
             return out
-        lead = min(movable, key=lambda c: (c.kind is not Kind.eq, stats.selectivity(c)))
+        lead = min(movable, key=lambda c: (c.kind is not Kind.eq, selectivity(stats, c)))
         predicate = [c for c in predicate if c.column != lead.column]
         keys = [Key(lead.column)]
     keyed = {k.column for k in keys}
@@ -192,21 +181,11 @@ def _order_eq(eqs: list[Conjunct], stats: TableStats) -> list[Key]:
             key = Key(expression=f"{_q(c.column)} ->> '{(c.json_key or '').replace(chr(39), chr(39) * 2)}'")
             sel = UNKNOWN_EQ_SELECTIVITY
         else:
-            key, sel = Key(c.column), stats.selectivity(c)
+            key, sel = Key(c.column), selectivity(stats, c)
         ident = key.target()
         if ident not in seen or sel < seen[ident][0]:
             seen[ident] = (sel, key)
     return [k for _, k in sorted(seen.values(), key=lambda sk: (sk[0], sk[1].target()))]
-
-
-@dataclass(frozen=True)
-class ExistingIndex:
-    name: str
-    table: TableKey
-    method: str
-    keys: tuple[str, ...]  # pg_get_indexdef(oid, n, true) per key: a column name or an expression
-    predicate: str | None = None
-    valid: bool = True
 
 
 def _norm(text: str) -> str:
@@ -226,7 +205,9 @@ def served_by(c: Candidate, existing: Iterable[ExistingIndex]) -> str | None:
         have = [_norm(k.split(" ")[0]) if not k.startswith("(") else _norm(k) for k in e.keys]
         if have[: len(want)] != want:
             continue
-        if e.predicate is None or (c.where is not None and _norm(e.predicate) == _norm(c.where)):
+        # a partial candidate is not served by a full index on the same keys: it is smaller and
+        # skips the rows its WHERE excludes (the cost check decides whether that is worth it)
+        if _norm(e.predicate or "") == _norm(c.where or ""):
             return e.name
     return None
 

@@ -308,3 +308,23 @@ def rewrite_table(query: str, table: TableKey, scratch: str,
             n.relname = scratch
             n.schemaname = "pg_temp"
     return RawStream()(stmt)
+
+
+def referenced_columns(query: str, table: TableKey, known: Mapping[TableKey, Any],
+                       default_schemas: tuple[str, ...] = ("public",)) -> set[str] | None:
+    """Columns of `table` the statement names anywhere; None when it needs all (`*`)."""
+    try:
+        statements = parse_sql(query)
+    except ParseError:
+        return set()
+    names = set(known.get(table, ()))
+    out: set[str] = set()
+    for n in _nodes(statements):
+        if isinstance(n, ast.ColumnRef):
+            fields = n.fields or ()
+            if fields and isinstance(fields[-1], ast.A_Star):
+                return None
+            last = getattr(fields[-1], "sval", None) if fields else None
+            if last in names:
+                out.add(str(last))
+    return out
