@@ -78,6 +78,7 @@ class Key:
     expression: str | None = None
     desc: bool = False
     opclass: str | None = None
+    of: str | None = None  # the column an expression key reads
 
     def sql(self) -> str:
         body = _q(self.column) if self.column is not None else f"({self.expression})"
@@ -107,7 +108,7 @@ class Candidate:
         return f"{head}ON {target}{using} ({', '.join(k.sql() for k in self.keys)}){where}"
 
     def key_columns(self) -> set[str]:
-        return {k.column for k in self.keys if k.column is not None}
+        return {k.column or k.of for k in self.keys if (k.column or k.of) is not None}  # type: ignore[misc]
 
 
 def _short(name: str) -> str:
@@ -178,7 +179,8 @@ def _order_eq(eqs: list[Conjunct], stats: TableStats) -> list[Key]:
     seen: dict[str, tuple[float, Key]] = {}
     for c in eqs:
         if c.kind is Kind.json_eq:
-            key = Key(expression=f"{_q(c.column)} ->> '{(c.json_key or '').replace(chr(39), chr(39) * 2)}'")
+            key = Key(expression=f"{_q(c.column)} ->> '{(c.json_key or '').replace(chr(39), chr(39) * 2)}'",
+                      of=c.column)
             sel = UNKNOWN_EQ_SELECTIVITY
         else:
             key, sel = Key(c.column), selectivity(stats, c)

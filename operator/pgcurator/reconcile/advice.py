@@ -122,7 +122,7 @@ async def advise(conn: Any, options: AdviceOptions = AdviceOptions()) -> AdviceR
             return AdviceReport(available=False, reason="pg_stat_statements is not installed in this database "
                                 "(CREATE EXTENSION pg_stat_statements)")
         statements = workload.statements
-        if not granted:
+        if not granted and workload.hidden:
             # Without it, other roles' statements show as <insufficient privilege>: the advice would
             # silently see only this role's own statements.
             report.privileges.append({"privilege": "pg_read_all_stats", "grant": f"GRANT pg_read_all_stats TO {ident(role)};",

@@ -33,6 +33,7 @@ from ..sql.quote import ident, qualified
 
 log = logging.getLogger("pgcurator")
 SCRATCH = "pgcurator_sample"
+VECTOR_TYPES = ("vector", "halfvec", "sparsevec")
 BERNOULLI_UP_TO = 10_000_000  # rows; above, block sampling (SYSTEM) keeps the read small
 _names = count()
 
@@ -179,7 +180,7 @@ class SampleCheck(TableCheck):
         exprs: list[str] = []
         for col in sorted(wanted):
             s = stats.columns[col]
-            if s.avg_width > WIDE_BYTES and col not in keys:
+            if col not in keys and (s.avg_width > WIDE_BYTES or s.type.split("(")[0] in VECTOR_TYPES):
                 # only whether it is NULL survives: enough for IS [NOT] NULL tests, and nothing is detoasted
                 exprs.append(f"CASE WHEN {ident(col)} IS NOT NULL THEN true END AS {ident(col)}")
             else:
