@@ -130,7 +130,7 @@ WORKLOAD = [
     Query("SELECT id, title FROM knowledge_sources WHERE metadata->>'channel_name' = $1",
           lambda r, s: ("ch" + str(_zipf(r, 500, 2)),)),
     Query("SELECT id, title FROM knowledge_sources WHERE metadata @> $1::jsonb",
-          lambda r, s: ('{"author": "u%d"}' % r.randrange(1000),)),
+          lambda r, s: (f'{{"author": "u{r.randrange(1000)}"}}',)),
     # seed 002, knowledge_chunks: "a source's chunks", "searchable chunks only", the embedding queue
     Query("SELECT id, chunk_index FROM knowledge_chunks WHERE source_id = $1",
           lambda r, s: (1 + _zipf(r, int(ROWS["knowledge_sources"] * s), 2),)),

@@ -38,11 +38,11 @@ from pglast import ast, parse_sql
 from pglast.stream import RawStream
 
 sys.path.insert(0, str(Path(__file__).parent))
-from advice_workload import EXPERT, SCHEMA, WORKLOAD, data_sql  # noqa: E402
+from advice_workload import EXPERT, SCHEMA, WORKLOAD, data_sql
 
-from pgcurator.catalog.advice import Statement  # noqa: E402
-from pgcurator.devenv.postgres import EmbeddedPostgres  # noqa: E402
-from pgcurator.reconcile.advice import AdviceOptions, AdviceReport, advise  # noqa: E402
+from pgcurator.catalog.advice import Statement
+from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator.reconcile.advice import AdviceOptions, AdviceReport, advise
 
 Shape = tuple[str, str, tuple[str, ...], frozenset[str]]
 

@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pgcurator.catalog.advice import Statement
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
 from pgcurator.devenv.postgres import EmbeddedPostgres
-from pgcurator.catalog.advice import Statement
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.reconcile.advice import AdviceOptions, advise
 from pgcurator.reconcile.context import ReconcileContext

@@ -122,7 +122,8 @@ def _why(u: Usage, c: Candidate) -> str:
 
 
 def candidates_for(u: Usage, stats: TableStats) -> list[Candidate]:
-    """The candidates one statement's usage of one table motivates (at most one B-tree and one GIN)."""
+    """The candidates one statement's usage of one table motivates: B-trees (one per shape worth
+    trying) and at most one GIN."""
     out: list[Candidate] = []
     cols = stats.columns
 
@@ -145,34 +146,38 @@ def candidates_for(u: Usage, stats: TableStats) -> list[Candidate]:
             predicate.append(c)
         elif c.kind is Kind.json_eq:
             eqs.append(c)
-        elif c.kind in (Kind.eq, Kind.join) and keyable(c):
+        elif c.kind in (Kind.eq, Kind.join_key) and keyable(c):
             if c.constant is not None and selectivity(stats, c) <= RARE:
                 predicate.append(c)
             else:
                 eqs.append(c)
         elif c.kind is Kind.range and keyable(c):
             (predicate if c.constant is not None else ranges).append(c)
-    keys = _order_eq(eqs, stats)
+    eq_keys = _order_eq(eqs, stats)
     sort = [(col, d) for col, d in u.sort if col in cols and can_be_key(cols[col])]
-    if len(sort) == len(u.sort) and sort and (u.limit or not ranges):
-        keys += [Key(col, desc=d) for col, d in sort if col not in {k.column for k in keys}]
-    elif ranges:
-        r = min(ranges, key=lambda c: selectivity(stats, c))
-        if r.column not in {k.column for k in keys}:
-            keys.append(Key(r.column))
-    if not keys:
+    tails: list[list[Key]] = []
+    if sort and len(sort) == len(u.sort):
+        tails.append([Key(col, desc=d) for col, d in sort])
+    if ranges:
+        # With both a range and a sort, both shapes are proposed: the planner decides (a LIMIT
+        # favours the sort, a selective range the range).
+        tails.append([Key(min(ranges, key=lambda c: selectivity(stats, c)).column)])
+    variants = [eq_keys + [k for k in tail if k.column not in {e.column for e in eq_keys}] for tail in tails]
+    variants = [v for v in variants if v] or ([eq_keys] if eq_keys else [])
+    if not variants:
         # Only constant tests: the most selective equality or range becomes the key, no WHERE.
         movable = [c for c in predicate if c.kind in (Kind.eq, Kind.range)]
         if not movable:
             return out
         lead = min(movable, key=lambda c: (c.kind is not Kind.eq, selectivity(stats, c)))
         predicate = [c for c in predicate if c.column != lead.column]
-        keys = [Key(lead.column)]
-    keyed = {k.column for k in keys}
-    where_parts = sorted({sql for c in predicate if c.column not in keyed and (sql := c.predicate_sql())})
-    where = " AND ".join(where_parts) or None
-    out.insert(0, Candidate(u.table, tuple(keys[:MAX_KEYS]), "btree", where))
-    return out
+        variants = [[Key(lead.column)]]
+    btrees = []
+    for keys in variants:
+        keyed = {k.column for k in keys}
+        where_parts = sorted({sql for c in predicate if c.column not in keyed and (sql := c.predicate_sql())})
+        btrees.append(Candidate(u.table, tuple(keys[:MAX_KEYS]), "btree", " AND ".join(where_parts) or None))
+    return list(dict.fromkeys(btrees)) + out
 
 
 def _order_eq(eqs: list[Conjunct], stats: TableStats) -> list[Key]:

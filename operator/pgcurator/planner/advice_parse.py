@@ -34,7 +34,7 @@ class Kind(StrEnum):
     null = "null"
     json_eq = "json_eq"
     contains = "contains"
-    join = "join"
+    join_key = "join"
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _nodes(node: Any) -> Iterator[Any]:
 
 def _conjuncts(node: Any) -> Iterator[Any]:
     if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR:
-        for a in node.args:
+        for a in node.args or ():
             yield from _conjuncts(a)
     elif node is not None:
         yield node
@@ -145,9 +145,9 @@ def _relations(stmt: Any, known: Mapping[TableKey, Any], default_schemas: tuple[
         if isinstance(n, ast.JoinExpr):
             stack += [n.larg, n.rarg]
         elif isinstance(n, ast.RangeVar):
-            key = resolve_table(n.schemaname, n.relname, known, default_schemas)
+            key = resolve_table(n.schemaname, str(n.relname), known, default_schemas)
             if key is not None:
-                out[str(n.alias.aliasname) if n.alias is not None else n.relname] = key
+                out[str(n.alias.aliasname) if n.alias is not None else str(n.relname)] = key
     return out
 
 
@@ -183,7 +183,7 @@ def _classify(expr: Any, scope: _Scope) -> Iterator[tuple[TableKey, Conjunct]]:
             yield hit[0], Conjunct(Kind.eq, hit[1], constant="true")
         return
     if isinstance(expr, ast.BoolExpr) and expr.boolop == BoolExprType.NOT_EXPR:
-        hit = scope.resolve(expr.args[0])
+        hit = scope.resolve((expr.args or (None,))[0])
         if hit:
             yield hit[0], Conjunct(Kind.eq, hit[1], constant="false")
         return
@@ -204,8 +204,8 @@ def _classify(expr: Any, scope: _Scope) -> Iterator[tuple[TableKey, Conjunct]]:
         return
     left, right = scope.resolve(expr.lexpr), scope.resolve(expr.rexpr)
     if op == "=" and left and right:  # a join key, each side a candidate on its own table
-        yield left[0], Conjunct(Kind.join, left[1])
-        yield right[0], Conjunct(Kind.join, right[1])
+        yield left[0], Conjunct(Kind.join_key, left[1])
+        yield right[0], Conjunct(Kind.join_key, right[1])
         return
     for col, other, o in ((left, expr.rexpr, op), (right, expr.lexpr, _FLIP.get(op, ""))):
         if col is None or _has_column(other):
@@ -288,7 +288,7 @@ def parameter_count(query: str) -> int:
         statements = parse_sql(query)
     except ParseError:
         return 0
-    return max((n.number for n in _nodes(statements) if isinstance(n, ast.ParamRef)), default=0)
+    return max((int(n.number or 0) for n in _nodes(statements) if isinstance(n, ast.ParamRef)), default=0)
 
 
 def rewrite_table(query: str, table: TableKey, scratch: str,
@@ -302,7 +302,7 @@ def rewrite_table(query: str, table: TableKey, scratch: str,
         return None
     stmt = statements[0].stmt
     for n in _nodes(stmt):
-        if isinstance(n, ast.RangeVar) and resolve_table(n.schemaname, n.relname, known, default_schemas) == table:
+        if isinstance(n, ast.RangeVar) and resolve_table(n.schemaname, str(n.relname), known, default_schemas) == table:
             if n.alias is None:
                 n.alias = ast.Alias(aliasname=n.relname)
             n.relname = scratch

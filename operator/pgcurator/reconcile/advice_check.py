@@ -173,8 +173,8 @@ class SampleCheck(TableCheck):
                    existing: Sequence[IndexRow], target_rows: int) -> None:
         """The sample: only the columns the statements name (all for `*`), wide ones as nullness."""
         wanted: set[str] = set()
-        for s in statements:
-            cols = referenced_columns(s.query, self.table, self.known)
+        for st in statements:
+            cols = referenced_columns(st.query, self.table, self.known)
             wanted |= set(stats.columns) if cols is None else cols
         keys = {k for c in candidates for k in c.key_columns()}
         exprs: list[str] = []
