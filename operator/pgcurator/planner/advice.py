@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..catalog.advice import ColumnStats, ExistingIndex, TableStats
-from .advice_parse import Conjunct, Kind, TableKey, Usage, _q
+from .advice_parse import Conjunct, Kind, TableKey, Usage, quote_name
 
 RARE = 0.1  # a constant equality selecting at most this fraction of rows goes into WHERE
 MAX_KEYS = 4
@@ -81,7 +81,7 @@ class Key:
     of: str | None = None  # the column an expression key reads
 
     def sql(self) -> str:
-        body = _q(self.column) if self.column is not None else f"({self.expression})"
+        body = quote_name(self.column) if self.column is not None else f"({self.expression})"
         return body + (f" {self.opclass}" if self.opclass else "") + (" DESC" if self.desc else "")
 
     def target(self) -> str:
@@ -103,8 +103,8 @@ class Candidate:
         schema, table = self.table
         using = "" if self.method == "btree" else f" USING {self.method}"
         where = f" WHERE {self.where}" if self.where else ""
-        target = table_sql or f"{_q(schema)}.{_q(table)}"
-        head = "CREATE INDEX " + ("CONCURRENTLY " if concurrently else "") + (f"{_q(name)} " if name else "")
+        target = table_sql or f"{quote_name(schema)}.{quote_name(table)}"
+        head = "CREATE INDEX " + ("CONCURRENTLY " if concurrently else "") + (f"{quote_name(name)} " if name else "")
         return f"{head}ON {target}{using} ({', '.join(k.sql() for k in self.keys)}){where}"
 
     def key_columns(self) -> set[str]:
@@ -184,7 +184,7 @@ def _order_eq(eqs: list[Conjunct], stats: TableStats) -> list[Key]:
     seen: dict[str, tuple[float, Key]] = {}
     for c in eqs:
         if c.kind is Kind.json_eq:
-            key = Key(expression=f"{_q(c.column)} ->> '{(c.json_key or '').replace(chr(39), chr(39) * 2)}'",
+            key = Key(expression=f"{quote_name(c.column)} ->> '{(c.json_key or '').replace(chr(39), chr(39) * 2)}'",
                       of=c.column)
             sel = UNKNOWN_EQ_SELECTIVITY
         else:

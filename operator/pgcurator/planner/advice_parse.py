@@ -11,12 +11,13 @@ or a parameter / a non-immutable expression (`now() - interval '1 hour'`) is kep
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pglast import ast, parse_sql
+from pglast import ast, keywords, parse_sql
 from pglast.enums import A_Expr_Kind, BoolExprType, NullTestType, SortByDir
 from pglast.parser import ParseError
 from pglast.stream import RawStream
@@ -48,7 +49,7 @@ class Conjunct:
 
     def predicate_sql(self) -> str | None:
         """This test as SQL for a partial index's WHERE, when it has a constant form."""
-        col = _q(self.column)
+        col = quote_name(self.column)
         if self.kind is Kind.null:
             return f"{col} IS {'' if self.is_null else 'NOT '}NULL"
         if self.constant is not None and self.kind in (Kind.eq, Kind.range):
@@ -67,8 +68,15 @@ class Usage:
     vector_order: bool = False  # ORDER BY a distance operator: a VectorIndex's job, not a B-tree's
 
 
-def _q(name: str) -> str:
-    return name if name.isidentifier() and name.islower() and name.isascii() else '"' + name.replace('"', '""') + '"'
+_KEYWORDS = keywords.RESERVED_KEYWORDS | keywords.TYPE_FUNC_NAME_KEYWORDS | keywords.COL_NAME_KEYWORDS
+
+
+def quote_name(name: str) -> str:
+    """An identifier as quote_ident() writes it: bare when PostgreSQL reads it back unchanged (so
+    suggestions read like hand-written DDL), double-quoted otherwise (case, symbols, keywords)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _nodes(node: Any) -> Iterator[Any]:
