@@ -165,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
         observed = [Statement(q.sql, q.calls, 1.0) for q in WORKLOAD]
         results = {}
         for label, opts in (("pg_stat_statements", AdviceOptions()),
-                            ("statement texts", AdviceOptions(statements=tuple(observed)))):
+                            ("statement texts", AdviceOptions(statements=tuple(observed), measure=True))):
             if label == "pg_stat_statements":
                 # a fresh connection: a statement asyncpg prepared before the reset would be stored
                 # again with its literals (no parse, so no normalisation), flattering this mode
@@ -187,7 +187,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"{name:40} {prec:5.2f} {rec:6.2f} {baseline / ms:8.1f}x {(baseline / ms) / (baseline / expert_ms):8.2f}x "
                   f"{wall:7.2f} {cpu:6.2f} {cpu / tables:11.3f} {tagged:8.2f}")
             for s in report.suggestions:
-                print(f"    + {s.candidate.definition(s.name, concurrently=False)}  (gain {s.gain:.0%})")
+                measured = (f"; measured on the sample {s.measured_before_ms:.1f} -> {s.measured_after_ms or 0:.1f} ms"
+                            if s.measured_before_ms is not None else "")
+                print(f"    + {s.candidate.definition(s.name, concurrently=False)}  (gain {s.gain:.0%}{measured})")
             for d in missed:
                 print(f"    - missed: {d}")
             for f in report.failures:

@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-suggestions", type=int, default=20)
     p.add_argument("--mode", choices=("auto", "hypopg", "sample"), default="auto",
                    help="hypothetical indexes (HypoPG) or a small random sample; auto: HypoPG when installed")
+    p.add_argument("--measure", action="store_true",
+                   help="sample mode: also run parameter-free SELECTs on the sample copy, without and with each index")
     p.add_argument("--secret-name", default="app-db", help="spec.database.secretName of the printed policies")
     p.set_defaults(func=run)
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print("--database-url (or DATABASE_URL) is required", file=sys.stderr)
         return 2
     options = AdviceOptions(tables=_tables(args.table), min_calls=args.min_calls, mode=args.mode,
-                            max_suggestions=args.max_suggestions,
+                            max_suggestions=args.max_suggestions, measure=args.measure,
                             statements=_statements(args.statements) if args.statements else None)
     try:
         report = asyncio.run(_advise(url, options))
@@ -138,6 +140,9 @@ def render(report: AdviceReport, secret_name: str) -> str:
         for s in items:
             notes.append(f"{s.name}: estimated cost {s.cost_before:.0f} -> {s.cost_after:.0f} "
                          f"({s.gain:.0%} less) for {len(s.statements)} statement(s); {s.why}")
+            if s.measured_before_ms is not None:
+                notes.append(f"  measured on the sample copy: {s.measured_before_ms:.1f} ms -> "
+                             f"{s.measured_after_ms or 0:.1f} ms")
             notes += [f"  {st.query[:160]}" for st in s.statements[:3]]
         docs.append(_comment("\n".join(notes)) + "\n" + body)
     return "\n".join(head) + "\n" + "".join("---\n" + d for d in docs)

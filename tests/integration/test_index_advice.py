@@ -182,8 +182,12 @@ async def test_json_filters_and_selective_constants_give_gin_expression_and_part
     texts = tuple(Statement(q, 10, 1.0) for q in (
         "SELECT id FROM sources WHERE metadata->>'channel_name' = $1",
         "SELECT id FROM sources WHERE status = 'pending' ORDER BY created_at LIMIT 20"))
-    report = await advise(conn, AdviceOptions(statements=texts))
+    report = await advise(conn, AdviceOptions(statements=texts, measure=True))
     defs = {s.candidate.definition(s.name) for s in report.suggestions}
+    # measured on the sample only where running is harmless: the parameter-free SELECT, not `= $1`
+    measured = {s.candidate.where: s.measured_before_ms is not None and s.measured_after_ms is not None
+                for s in report.suggestions}
+    assert measured == {None: False, "status = 'pending'": True}, report.to_status()
     assert defs == {
         "CREATE INDEX CONCURRENTLY idx_sources_expr ON public.sources ((metadata ->> 'channel_name'))",
         "CREATE INDEX CONCURRENTLY idx_sources_created_at_partial ON public.sources (created_at) "

@@ -9,6 +9,7 @@ from pglast import parse_sql
 from pgcurator.catalog.advice import ColumnStats, ExistingIndex, TableStats
 from pgcurator.planner.advice import Candidate, Key, candidates_for, propose, served_by
 from pgcurator.planner.advice_parse import (
+    measurable,
     parameter_count,
     quote_name,
     referenced_columns,
@@ -155,6 +156,16 @@ def test_propose_merges_statements_and_ranks_by_time() -> None:
     proposals, served = propose(work, STATS, [ExistingIndex("k", T, "btree", ("kind",))])
     assert [(p.candidate.keys[0].column, p.statements, p.weight) for p in proposals] == [("user_id", [0, 2], 15.0)]
     assert list(served.values()) == ["k"]
+
+
+def test_only_harmless_statements_are_run_on_the_copy() -> None:
+    assert measurable("SELECT count(*) FROM t WHERE status = 'active' AND created_at < now()")
+    assert not measurable("SELECT id FROM t WHERE user_id = $1")  # no value to invent
+    assert not measurable("SELECT id FROM t WHERE status = 'x' FOR UPDATE SKIP LOCKED")
+    assert not measurable("SELECT pg_terminate_backend(42) FROM t")
+    assert not measurable("SELECT id FROM t JOIN u ON u.id = t.u_id")
+    assert not measurable("DELETE FROM t WHERE id = 1")
+    assert not measurable("SELECT id FROM t WHERE id IN (SELECT nextval('s'))")
 
 
 def test_names_are_quoted_only_when_needed() -> None:

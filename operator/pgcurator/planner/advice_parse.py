@@ -336,3 +336,23 @@ def referenced_columns(query: str, table: TableKey, known: Mapping[TableKey, Any
             if last in names:
                 out.add(str(last))
     return out
+
+
+_SAFE_FUNCTIONS = {"count", "sum", "min", "max", "avg", "now"}
+
+
+def measurable(query: str) -> bool:
+    """Whether running the statement on a scratch copy is harmless: one plain SELECT of one table
+    with no parameters (nothing to invent), no row locks and no function but a few aggregates."""
+    try:
+        statements = parse_sql(query)
+    except ParseError:
+        return False
+    if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
+        return False
+    stmt = statements[0].stmt
+    nodes = list(_nodes(stmt))
+    if stmt.lockingClause or any(isinstance(n, (ast.ParamRef, ast.SubLink, ast.RangeSubselect)) for n in nodes):
+        return False
+    funcs = [getattr((n.funcname or (None,))[-1], "sval", None) for n in nodes if isinstance(n, ast.FuncCall)]
+    return all(f in _SAFE_FUNCTIONS for f in funcs) and sum(isinstance(n, ast.RangeVar) for n in nodes) == 1

@@ -47,6 +47,7 @@ class AdviceOptions:
     mode: Mode = "auto"
     sample_rows: int = 20_000
     max_statements: int = 500
+    measure: bool = False  # run parameter-free SELECTs on the sample copy, before and after
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Suggestion:
     cost_after: float
     statements: list[Statement]
     why: str
+    measured_before_ms: float | None = None  # on the sample copy, where measuring is allowed
+    measured_after_ms: float | None = None
 
     @property
     def gain(self) -> float:
@@ -103,6 +106,8 @@ def _item(s: Suggestion) -> dict[str, Any]:
         "definition": c.definition(s.name),
         "estimatedCostBefore": round(s.cost_before, 2), "estimatedCostAfter": round(s.cost_after, 2),
         "estimatedGain": round(s.gain, 3), "why": s.why,
+        **({"measuredMsBefore": round(s.measured_before_ms, 3), "measuredMsAfter": round(s.measured_after_ms or 0, 3),
+            "sampleOnly": True} if s.measured_before_ms is not None else {}),
         "statements": [{"queryId": st.query_id, "query": st.query[:500], "calls": st.calls,
                         "meanMs": round(st.mean_ms, 3), "totalMs": round(st.total_ms, 1)} for st in s.statements[:5]],
     }
@@ -211,5 +216,20 @@ async def _check_table(check: TableCheck, props: list[Proposal], statements: lis
         while name in names:
             name = name[:60] + f"_{len(names)}"
         names.add(name)
-        out.append(Suggestion(p.candidate, name, cb, ca, [statements[i] for i in p.statements], p.why))
+        sug = Suggestion(p.candidate, name, cb, ca, [statements[i] for i in p.statements], p.why)
+        if options.measure:
+            await _measure(check, n, sug, chosen, local, p.statements)
+        out.append(sug)
     return out
+
+
+async def _measure(check: TableCheck, n: int, sug: Suggestion, chosen: list[Statement], local: dict[int, int],
+                   mine: list[int]) -> None:
+    """Measured gain on the sample: the suggestion's statements run without and with its index."""
+    mine_stmts = [chosen[local[i]] for i in mine]
+    before = await check.measure(mine_stmts)
+    after = await check.measured_with(sug.candidate, n, mine_stmts)
+    pairs = [(b, a) for b, a in zip(before, after, strict=True) if b is not None and a is not None]
+    if pairs:
+        sug.measured_before_ms = sum(b for b, _ in pairs)
+        sug.measured_after_ms = sum(a for _, a in pairs)

@@ -28,7 +28,7 @@ from pglast.stream import RawStream
 
 from ..catalog.advice import TAG, IndexRow, Statement, TableKey, TableStats
 from ..planner.advice import WIDE_BYTES, Candidate
-from ..planner.advice_parse import parameter_count, referenced_columns, rewrite_table
+from ..planner.advice_parse import measurable, parameter_count, referenced_columns, rewrite_table
 from ..sql.quote import ident, qualified
 
 log = logging.getLogger("pgcurator")
@@ -109,6 +109,20 @@ class TableCheck:
     async def costs(self, statements: Sequence[Statement]) -> list[tuple[float | None, set[str]]]:
         return [await self.explain.cost(self.sql(s.query)) for s in statements]
 
+    async def measure(self, statements: Sequence[Statement]) -> list[float | None]:
+        """Execution time (ms) of each statement, where running it is allowed; None elsewhere."""
+        return [None for _ in statements]
+
+    async def measured_with(self, c: Candidate, n: int, statements: Sequence[Statement]) -> list[float | None]:
+        await self.conn.execute(f"SAVEPOINT pgcurator_m{n}")
+        try:
+            await self.create(c, n)
+            return await self.measure(statements)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError):
+            return [None for _ in statements]
+        finally:
+            await self.conn.execute(f"ROLLBACK TO SAVEPOINT pgcurator_m{n}")
+
     async def with_candidate(self, c: Candidate, n: int,
                              statements: Sequence[Statement]) -> list[float | None] | Failure:
         await self.conn.execute(f"SAVEPOINT pgcurator_c{n}")
@@ -162,6 +176,26 @@ class SampleCheck(TableCheck):
 
     def sql(self, query: str) -> str | None:
         return rewrite_table(query, self.table, self.scratch, self.known)
+
+    async def measure(self, statements: Sequence[Statement]) -> list[float | None]:
+        """Runs only what `measurable` allows (one parameter-free SELECT of this table), and only
+        on the copy: EXPLAIN ANALYZE's execution time."""
+        out: list[float | None] = []
+        for st in statements:
+            sql = self.sql(st.query) if measurable(st.query) else None
+            if sql is None:
+                out.append(None)
+                continue
+            await self.conn.execute("SAVEPOINT pgcurator_run")
+            try:
+                raw = await self.conn.fetchval(f"{TAG} EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+                doc = json.loads(raw) if isinstance(raw, str) else raw
+                out.append(float(doc[0]["Execution Time"]))
+                await self.conn.execute("RELEASE SAVEPOINT pgcurator_run")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self.conn.execute("ROLLBACK TO SAVEPOINT pgcurator_run")
+                out.append(None)
+        return out
 
     async def create(self, c: Candidate, n: int) -> str:
         name = f"pgcurator_cand_{n}"
