@@ -35,6 +35,7 @@ from .advice_check import Failure, HypoCheck, SampleCheck, TableCheck
 
 log = logging.getLogger("pgcurator")
 Mode = Literal["auto", "hypopg", "sample"]
+HYPOPG_METHODS = ("btree", "brin", "hash")  # what hypopg_create_index() simulates (not GIN, GiST)
 
 
 @dataclass(frozen=True)
@@ -156,30 +157,44 @@ async def advise(conn: Any, options: AdviceOptions = AdviceOptions()) -> AdviceR
         if rows[table] <= 0:
             report.notes.append(f"{'.'.join(table)} has no statistics yet (ANALYZE it): not advised")
             continue
-        tr = conn.transaction()
-        await tr.start()
-        try:
-            # generic plans: `$1` placeholders are planned for any value, as the application runs them
-            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            # one backend only: the advice's cost stays small and measurable
-            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-            if use_hypo:
-                check: TableCheck = HypoCheck(conn, table, known)
-            else:
-                sample = SampleCheck(conn, table, known)
-                await sample.copy(stats[table], [statements[i] for p in props for i in p.statements],
-                                  [p.candidate for p in props], [r for r in index_rows if r.existing.table == table],
-                                  options.sample_rows)
-                report.sample_rows[".".join(table)] = sample.sample_rows
-                check = sample
-            report.suggestions += await _check_table(check, props, statements, options, report)
-        finally:
-            await tr.rollback()
-            if use_hypo:
-                await conn.execute("/*pgcurator*/ SELECT hypopg_reset()")
+        hypo = [p for p in props if use_hypo and p.candidate.method in HYPOPG_METHODS]
+        # what HypoPG cannot simulate (GIN) is checked on a sample, in its own transaction
+        sampled = [p for p in props if not (use_hypo and p.candidate.method in HYPOPG_METHODS)]
+        if hypo and sampled:
+            report.mode = "hypopg+sample"
+        for subset, hypothetical in ((hypo, True), (sampled, False)):
+            if subset:
+                report.suggestions += await _table(conn, table, subset, hypothetical, statements, stats,
+                                                   [r for r in index_rows if r.existing.table == table], known,
+                                                   options, report)
     report.suggestions.sort(key=lambda s: -(s.cost_before - s.cost_after) * sum(st.calls for st in s.statements))
     report.suggestions = report.suggestions[: options.max_suggestions]
     return report
+
+
+async def _table(conn: Any, table: TableKey, props: list[Proposal], hypothetical: bool, statements: list[Statement],
+                 stats: dict[TableKey, Any], existing: list[Any], known: dict[TableKey, set[str]],
+                 options: AdviceOptions, report: AdviceReport) -> list[Suggestion]:
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        # generic plans: `$1` placeholders are planned for any value, as the application runs them
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # one backend only: the advice's cost stays small and measurable
+        await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        if hypothetical:
+            check: TableCheck = HypoCheck(conn, table, known)
+        else:
+            sample = SampleCheck(conn, table, known)
+            await sample.copy(stats[table], [statements[i] for p in props for i in p.statements],
+                              [p.candidate for p in props], existing, options.sample_rows)
+            report.sample_rows[".".join(table)] = sample.sample_rows
+            check = sample
+        return await _check_table(check, props, statements, options, report)
+    finally:
+        await tr.rollback()
+        if hypothetical:
+            await conn.execute("/*pgcurator*/ SELECT hypopg_reset()")
 
 
 async def _check_table(check: TableCheck, props: list[Proposal], statements: list[Statement],
