@@ -14,6 +14,7 @@ from pgcurator.planner.advice_parse import (
     quote_name,
     referenced_columns,
     rewrite_table,
+    single_statement,
     usages,
 )
 
@@ -166,6 +167,11 @@ def test_only_harmless_statements_are_run_on_the_copy() -> None:
     assert not measurable("SELECT id FROM t JOIN u ON u.id = t.u_id")
     assert not measurable("DELETE FROM t WHERE id = 1")
     assert not measurable("SELECT id FROM t WHERE id IN (SELECT nextval('s'))")
+    assert not measurable("WITH d AS (DELETE FROM t RETURNING id) SELECT 1")
+    assert not measurable("SELECT * INTO copy FROM t")
+    assert single_statement("SELECT 1; DROP TABLE t") is None
+    assert single_statement("DROP TABLE t") is None
+    assert single_statement("select id from t where a = $1") == "SELECT id FROM t WHERE a = $1"
 
 
 def test_names_are_quoted_only_when_needed() -> None:

@@ -352,7 +352,22 @@ def measurable(query: str) -> bool:
         return False
     stmt = statements[0].stmt
     nodes = list(_nodes(stmt))
-    if stmt.lockingClause or any(isinstance(n, (ast.ParamRef, ast.SubLink, ast.RangeSubselect)) for n in nodes):
+    unsafe = (ast.ParamRef, ast.SubLink, ast.RangeSubselect, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt,
+              ast.MergeStmt, ast.RangeFunction)
+    if stmt.lockingClause or stmt.withClause or stmt.intoClause or any(isinstance(n, unsafe) for n in nodes):
         return False
     funcs = [getattr((n.funcname or (None,))[-1], "sval", None) for n in nodes if isinstance(n, ast.FuncCall)]
     return all(f in _SAFE_FUNCTIONS for f in funcs) and sum(isinstance(n, ast.RangeVar) for n in nodes) == 1
+
+
+def single_statement(query: str) -> str | None:
+    """The text as exactly one SELECT/INSERT/UPDATE/DELETE, rebuilt from its parse tree (what is
+    given to PREPARE is never a raw workload text that could hold a second statement)."""
+    try:
+        statements = parse_sql(query)
+    except ParseError:
+        return None
+    if len(statements) != 1 or not isinstance(
+            statements[0].stmt, (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
+        return None
+    return RawStream()(statements[0].stmt)

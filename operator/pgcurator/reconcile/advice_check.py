@@ -28,7 +28,13 @@ from pglast.stream import RawStream
 
 from ..catalog.advice import TAG, IndexRow, Statement, TableKey, TableStats
 from ..planner.advice import WIDE_BYTES, Candidate
-from ..planner.advice_parse import measurable, parameter_count, referenced_columns, rewrite_table
+from ..planner.advice_parse import (
+    measurable,
+    parameter_count,
+    referenced_columns,
+    rewrite_table,
+    single_statement,
+)
 from ..sql.quote import ident, qualified
 
 log = logging.getLogger("pgcurator")
@@ -98,7 +104,7 @@ class TableCheck:
         self.explain = Explainer(conn)
 
     def sql(self, query: str) -> str | None:
-        return query
+        return single_statement(query)
 
     async def create(self, c: Candidate, n: int) -> str:
         raise NotImplementedError
@@ -183,7 +189,7 @@ class SampleCheck(TableCheck):
         out: list[float | None] = []
         for st in statements:
             sql = self.sql(st.query) if measurable(st.query) else None
-            if sql is None:
+            if sql is None or f"pg_temp.{self.scratch}" not in sql:  # only ever the copy
                 out.append(None)
                 continue
             await self.conn.execute("SAVEPOINT pgcurator_run")
