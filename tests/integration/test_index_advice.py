@@ -18,6 +18,7 @@ from pgcurator.models.index import IndexPolicySpec
 from pgcurator.reconcile.advice import AdviceOptions, advise
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
+from pgcurator.reconcile.outcome import Event
 
 from ..conftest import APP_ROLE
 from .test_index_reads import Counting
@@ -35,8 +36,13 @@ async def ctx(pg: EmbeddedPostgres, dbname: str, app_password: str,
     async def publish(status: dict[str, Any]) -> None:
         return None
 
+    events: list[Event] = []
+
+    async def emit(ev: Event) -> None:
+        events.append(ev)
+
     yield ReconcileContext(conn=conn, resource="IndexPolicy/default/advice", namespace="default", name="advice",
-                           body={}, params=params, pools=pools, publish_progress=publish)
+                           body={"events": events}, params=params, pools=pools, publish_progress=publish, emit=emit)
     await pools.close()
 
 
@@ -74,6 +80,8 @@ async def test_a_candidate_that_fails_to_build_is_reported_and_hides_no_other(ct
     assert ["channel_id"] in keys(sug), sug
     assert [f["definition"] for f in sug["failures"]] == ["CREATE INDEX ON public.items (note)"], sug
     assert "index row" in sug["failures"][0]["error"]
+    [ev] = ctx.body["events"]
+    assert (ev.type, ev.reason) == ("Warning", "SuggestionsIncomplete") and "public.items (note)" in ev.message
 
 
 async def test_null_tests_never_make_a_vector_a_btree_key(ctx: ReconcileContext) -> None:

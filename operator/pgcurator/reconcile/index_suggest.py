@@ -16,6 +16,7 @@ from ..catalog.indexes import IndexObservation
 from ..models.index import IndexPolicySpec
 from .advice import AdviceOptions, advise
 from .context import ReconcileContext
+from .outcome import Event
 
 log = logging.getLogger("pgcurator")
 
@@ -31,4 +32,12 @@ async def suggestions_status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: 
     for f in report.failures:
         log.warning("index suggestion for %s could not be checked: %s: %s", t.qualified,
                     f.candidate.definition(concurrently=False), f.error)
+    if report.failures or report.privileges:
+        # The declared indexes are fine (Ready stays true) but the advice is incomplete: say so
+        # where people look, not only on the status.
+        parts = [f"{len(report.failures)} candidate(s) could not be checked, first: "
+                 f"{report.failures[0].candidate.definition(concurrently=False)}: "
+                 f"{report.failures[0].error.splitlines()[0]}"] if report.failures else []
+        parts += [f"missing {p['privilege']}: {p['grant']}" for p in report.privileges]
+        await ctx.event(Event("Warning", "SuggestionsIncomplete", "; ".join(parts)[:1000]))
     return out
