@@ -36,6 +36,20 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     sudo apt-get update >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >&2
   fi
 fi
+# --- Index advice: HypoPG (hypothetical indexes) for Debian's PostgreSQL ---------------------
+# The advisor plans against hypothetical indexes when the extension is installed in a database
+# (the embedded server has none: there it samples). Used by tests/integration/test_index_advice_hypopg.py
+# and `bench/index_advice.py --server debian`.
+pg_major=$(ls /usr/lib/postgresql/ 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/hypopg.control" ]; then
+  echo "[setup] installing HypoPG for PostgreSQL $pg_major (index advice)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "postgresql-$pg_major-hypopg" >&2
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "postgresql-$pg_major-hypopg" >&2
+  fi
+fi
+# --- end HypoPG --------------------------------------------------------------------------------
 # The Secret corpus compares pgcurator's reading of connection strings with libpq's own (ctypes).
 if ! ldconfig -p | grep -q 'libpq\.so\.5 '; then
   echo "[setup] installing Debian's libpq5 (Secret corpus reference)" >&2

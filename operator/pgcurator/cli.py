@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workdir", default=".dev")
     up.add_argument("--exit-after-ready", action="store_true", help="tear down once the example is Ready")
     up.set_defaults(func=_cmd_dev_up)
+    from .suggest_cli import add_parser as add_suggest  # index advice as IndexPolicy YAML (issue 15)
+
+    add_suggest(sub)
     return p
 
 

@@ -24,7 +24,7 @@ RANKS: dict[str, int] = {
     "reconcile": 6,
     "engine": 7,
     "runtime": 8, "kinds": 8, "local": 8, "leader": 8, "health": 8,
-    "app": 9, "crdgen": 9,
+    "app": 9, "crdgen": 9, "suggest_cli": 9,
     "cli": 10,
 }
 BASE = {"errors", "settings", "metrics", "backoff", "limits", "timefmt", "__init__"}
