@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from advice_workload import EXPERT, SCHEMA, WORKLOAD, data_sql
 
 from pgcurator.catalog.advice import Statement
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.reconcile.advice import AdviceOptions, AdviceReport, advise
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 Shape = tuple[str, str, tuple[str, ...], frozenset[str]]
 
@@ -140,7 +140,7 @@ async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pgcurator-advice-"))
     debian = args.server == "debian"
     if debian:
-        from pgcurator.devenv.debian_postgres import DebianPostgres
+        from pgcurator_devenv.debian_postgres import DebianPostgres
         pg: EmbeddedPostgres = DebianPostgres(tmp / "data", extra_settings={
             "shared_preload_libraries": "pg_stat_statements", "max_parallel_workers_per_gather": 0})
     else:

@@ -28,11 +28,11 @@ import asyncpg
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.common import parse_duration
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 LOCK_TIMEOUT = "5s"
 INDEX = "idx_articles_user_read_date"

@@ -36,10 +36,10 @@ import asyncpg
 import psutil
 import yaml
 
-from pgcurator.devenv.controlplane import REPO_ROOT, ControlPlane
-from pgcurator.devenv.ports import free_port
-from pgcurator.devenv.postgres import EmbeddedPostgres
-from pgcurator.devenv.up import secret_manifest
+from pgcurator_devenv.controlplane import REPO_ROOT, ControlPlane
+from pgcurator_devenv.ports import free_port
+from pgcurator_devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.up import secret_manifest
 
 RELEASE, SYSTEM_NS = "pgc", "pgcurator-system"
 TABLE_SQL = """

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import asyncpg
 
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.postgres import EmbeddedPostgres
-from pgcurator.devenv.up import secret_manifest, start_operator
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.reconcile.partition import reconcile_partition_policy
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.up import secret_manifest, start_operator
 
 TABLE_SQL = """
 CREATE TABLE {name} (

@@ -34,14 +34,14 @@ from typing import Any
 
 from kubernetes import client, config
 
-from pgcurator.devenv.certmanager import CertManager
-from pgcurator.devenv.certs import issue, make_ca
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.debian_postgres import DebianPostgres, create_tls_role
-from pgcurator.devenv.kubelet_volume import ProjectedSecret
-from pgcurator.devenv.up import secret_manifest, start_operator
 from pgcurator.tls.handshake import HandshakeError, fetch_served_certificate
 from pgcurator.tls.validate import info_of_der, leaf_of_pem
+from pgcurator_devenv.certmanager import CertManager
+from pgcurator_devenv.certs import issue, make_ca
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.debian_postgres import DebianPostgres, create_tls_role
+from pgcurator_devenv.kubelet_volume import ProjectedSecret
+from pgcurator_devenv.up import secret_manifest, start_operator
 
 NAME = "postgresql.alt-database.svc.cluster.local"
 SECRET = "postgresql-tls-secret"

@@ -41,7 +41,6 @@ from minilm import cached_embeddings, corpus
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.vector import VectorIndexSpec
 from pgcurator.planner.vector_memory import fmt_bytes
 from pgcurator.planner.vector_recall import recall_at_k
@@ -49,6 +48,7 @@ from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Event
 from pgcurator.reconcile.vector import reconcile_vector_index
 from pgcurator.reconcile.vector_recall import exact_neighbours, index_neighbours
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 TABLE = "article_embeddings"  # seed 003's table (vector(1536) there; MiniLM gives 384)
 BASELINE = "article_embeddings_baseline_idx"

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Only the venv and kube-apiserver + etcd: cert-manager, helm and Debian's PostgreSQL are for tests.
 bash hack/setup.sh --dev
-exec .venv/bin/pgcurator dev up --workdir .dev "$@"
+exec .venv/bin/python -m pgcurator_devenv.up --workdir .dev "$@"

@@ -15,10 +15,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.pgcurator-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hack/devenv/pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing pgcurator and dev dependencies" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e '.[dev]' -e ./hack/devenv  # devenv: dev/test launchers, never shipped
   touch "$stamp"
 fi
 bin_dir=$(bash hack/k8s-binaries.sh)

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 # The operator connects as this role: a non-superuser that owns the databases and tables it manages.
 APP_ROLE = "curator"

@@ -1,5 +1,5 @@
 """`pgcurator` command line: run the operator, render CRDs, plan or apply a resource without a cluster,
-start a dev environment."""
+"""
 
 from __future__ import annotations
 
@@ -81,13 +81,6 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return _local(args, dry_run=False)
 
 
-def _cmd_dev_up(args: argparse.Namespace) -> int:
-    from .devenv.up import dev_up
-
-    rc: int = dev_up(Path(args.workdir), exit_after_ready=args.exit_after_ready)
-    return rc
-
-
 def build_parser() -> argparse.ArgumentParser:
     s = settings_module.current()
     p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
@@ -124,12 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--now", help="as of this ISO time instead of now, e.g. 2026-11-22T10:00:00+00:00")
         cmd.set_defaults(func=func)
 
-    dev = sub.add_parser("dev", help="local development environment")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_sub.add_parser("up", help="local control plane + embedded PostgreSQL + CRDs + example + operator")
-    up.add_argument("--workdir", default=".dev")
-    up.add_argument("--exit-after-ready", action="store_true", help="tear down once the example is Ready")
-    up.set_defaults(func=_cmd_dev_up)
     from .suggest_cli import add_parser as add_suggest  # index advice as IndexPolicy YAML (issue 15)
 
     add_suggest(sub)

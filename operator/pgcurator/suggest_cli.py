@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import settings
 from .catalog.advice import Statement
 from .db.params import params_from_url
 from .db.pools import PoolRegistry
@@ -66,7 +66,7 @@ def _statements(path: str) -> tuple[Statement, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
+    url = args.database_url or settings.current().database_url
     if not url:
         print("--database-url (or DATABASE_URL) is required", file=sys.stderr)
         return 2

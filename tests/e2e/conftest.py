@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.ports import free_port
-from pgcurator.devenv.postgres import EmbeddedPostgres
-from pgcurator.devenv.up import secret_manifest, start_operator
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.ports import free_port
+from pgcurator_devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.up import secret_manifest, start_operator
 
 from ..conftest import REPO
 

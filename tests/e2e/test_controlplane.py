@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgcurator.devenv.controlplane import ControlPlane, KubectlError, binaries_dir
+from pgcurator_devenv.controlplane import ControlPlane, KubectlError, binaries_dir
 
 pytestmark = pytest.mark.e2e
 

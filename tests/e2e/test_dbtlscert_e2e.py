@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from pgcurator.devenv.certmanager import CertManager
-from pgcurator.devenv.certs import issue, make_ca, secret_data, secret_manifest
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.debian_postgres import DebianPostgres, create_tls_role
-from pgcurator.devenv.kubelet_volume import ProjectedSecret
 from pgcurator.tls.handshake import fetch_served_certificate
 from pgcurator.tls.validate import info_of_der, leaf_of_pem
+from pgcurator_devenv.certmanager import CertManager
+from pgcurator_devenv.certs import issue, make_ca, secret_data, secret_manifest
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.debian_postgres import DebianPostgres, create_tls_role
+from pgcurator_devenv.kubelet_volume import ProjectedSecret
 
 from ..tls_corpus import psql_verify_full
 from .conftest import apply, condition, get, put_secret, wait_for

@@ -1,4 +1,4 @@
-"""`pgcurator dev up`, as a person runs it: it says how to point kubectl at the cluster, the example
+"""`./hack/dev-up.sh` (`python -m pgcurator_devenv.up`), as a person runs it: it says how to point kubectl at the cluster, the example
 becomes Ready, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_dev_up_prints_kubeconfig_and_tears_down_cleanly(tmp_path: Path) -> None
     workdir = tmp_path / "dev"
     out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pgcurator.cli", "dev", "up", "--workdir", str(workdir)],
+        proc = subprocess.Popen([sys.executable, "-m", "pgcurator_devenv.up", "--workdir", str(workdir)],
                                 cwd=REPO, stdout=out, stderr=err)
     try:
         deadline = time.monotonic() + 180

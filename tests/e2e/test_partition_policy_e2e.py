@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from ..integration.scenarios import EVENT_LOGS

@@ -37,9 +37,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.ports import free_port
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.ports import free_port
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..chart import find, render
 from ..conftest import APP_ROLE, REPO

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pgcurator.devenv.controlplane import ControlPlane
+from pgcurator_devenv.controlplane import ControlPlane
 
 from ..figures import record
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ import pytest
 from pgcurator.catalog.advice import Statement
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.reconcile.advice import AdviceOptions, advise
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
 from pgcurator.reconcile.outcome import Event
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from .test_index_reads import Counting

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from pgcurator.catalog.advice import TAG, Statement
-from pgcurator.devenv.debian_postgres import DebianPostgres, debian_bin_dir
-from pgcurator.devenv.postgres import EmbeddedPostgresError
 from pgcurator.reconcile.advice import AdviceOptions, advise
+from pgcurator_devenv.debian_postgres import DebianPostgres, debian_bin_dir
+from pgcurator_devenv.postgres import EmbeddedPostgresError
 
 from .test_index_reads import Counting
 

@@ -13,10 +13,10 @@ import pytest
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 

@@ -13,13 +13,13 @@ import pytest
 from pgcurator.db.ownership import ConflictingManager
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.models.vector import VectorIndexSpec
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import cleanup_index_policy, reconcile_index_policy
 from pgcurator.reconcile.outcome import Outcome
 from pgcurator.reconcile.vector import reconcile_vector_index
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 

@@ -11,12 +11,12 @@ import pytest
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.index import IndexPolicySpec
 from pgcurator.models.vector import VectorIndexSpec
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
 from pgcurator.reconcile.vector import reconcile_vector_index
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from .index_scenarios import SEED_002, SEED_003, seed_002_policy, seed_003_policy

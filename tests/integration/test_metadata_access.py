@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from pgcurator.db.metadata import MetadataForbidden, ensure_metadata_schema
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ import pytest
 
 from pgcurator.db.params import ConnParams, connect_kwargs, params_from_secret
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import BIN_DIR, PG_SYSTEM_USER, EmbeddedPostgres
 from pgcurator.models.common import DatabaseRef
+from pgcurator_devenv.postgres import BIN_DIR, PG_SYSTEM_USER, EmbeddedPostgres
 
 from .. import libpq
 

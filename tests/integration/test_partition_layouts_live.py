@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.reconcile.partition import reconcile_partition_policy
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from .scenarios import EVENT_LOGS

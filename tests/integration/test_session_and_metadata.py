@@ -15,9 +15,9 @@ from pgcurator.db.metadata import VERSION, MetadataTooNew, ensure_metadata
 from pgcurator.db.params import params_from_url
 from pgcurator.db.pools import PoolRegistry
 from pgcurator.db.session import prepare_session
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.reconcile.partition import reconcile_partition_policy
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from .scenarios import EVENT_LOGS, event_logs_policy
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pgcurator.cli import main
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.index import IndexPolicySpec
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 

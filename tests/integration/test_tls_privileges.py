@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from pgcurator.catalog.tls import TLS_SETTINGS, observe_privileges, observe_settings, read_server_file
-from pgcurator.devenv.debian_postgres import DebianPostgres, create_tls_role
 from pgcurator.models.tls import DbTlsCertSpec
 from pgcurator.planner import tls as planner
+from pgcurator_devenv.debian_postgres import DebianPostgres, create_tls_role
 
 pytestmark = pytest.mark.integration
 

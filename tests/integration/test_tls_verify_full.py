@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.debian_postgres import DebianPostgres, create_tls_role
 from pgcurator.models.tls import DbTlsCertSpec
 from pgcurator.planner import tls as planner
 from pgcurator.reconcile.context import ReconcileContext
@@ -30,6 +29,7 @@ from pgcurator.reconcile.outcome import Outcome
 from pgcurator.reconcile.tls import reconcile_db_tls_cert
 from pgcurator.tls.handshake import fetch_served_certificate
 from pgcurator.tls.validate import fingerprint, validate_secret
+from pgcurator_devenv.debian_postgres import DebianPostgres, create_tls_role
 
 from .. import tls_corpus
 from ..figures import record

@@ -18,7 +18,6 @@ import pytest
 
 from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.errors import PlanError
 from pgcurator.models.vector import VectorIndexSpec
 from pgcurator.planner.vector import index_names
@@ -27,6 +26,7 @@ from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Event, Outcome
 from pgcurator.reconcile.vector import reconcile_vector_index
 from pgcurator.reconcile.vector_recall import exact_neighbours, index_neighbours
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from .vector_data import cosine_distance, make_table, text

@@ -21,13 +21,13 @@ from typing import Any
 
 import asyncpg
 
-from pgcurator.devenv.certs import Issued, issue, make_ca, secret_data
-from pgcurator.devenv.certs import secret_manifest as tls_secret_manifest
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.debian_postgres import DebianPostgres, create_tls_role
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.tls.handshake import fetch_served_certificate
 from pgcurator.tls.validate import info_of_der, leaf_of_pem
+from pgcurator_devenv.certs import Issued, issue, make_ca, secret_data
+from pgcurator_devenv.certs import secret_manifest as tls_secret_manifest
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.debian_postgres import DebianPostgres, create_tls_role
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from ..integration.vector_data import make_table

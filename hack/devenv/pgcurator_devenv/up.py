@@ -1,4 +1,4 @@
-"""`pgcurator dev up`: local control plane + embedded PostgreSQL + CRDs + the seed 001 example
+"""`./hack/dev-up.sh` (`python -m pgcurator_devenv.up`): local control plane + embedded PostgreSQL + CRDs + the seed 001 example
 + the operator, all real processes on this machine."""
 
 from __future__ import annotations
@@ -119,3 +119,17 @@ def dev_up(workdir: Path, exit_after_ready: bool = False) -> int:
         pg.stop()
         cp.stop()
         say("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pgcurator_devenv.up", description=__doc__)
+    p.add_argument("--workdir", default=".dev")
+    p.add_argument("--exit-after-ready", action="store_true", help="tear down once the example is Ready")
+    args = p.parse_args(argv)
+    return dev_up(Path(args.workdir), exit_after_ready=args.exit_after_ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
