@@ -216,6 +216,7 @@ class Worker:
             conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
             params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
             publish_progress=progress, timeouts=spec.timeouts, alive=self.runtime.resource_alive,
+            wake=self.runtime.wake, peers=self.runtime.bodies,
         )
 
     async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
@@ -287,6 +288,18 @@ class Runtime:
             return await self.kube.get_object(GROUP, VERSION, plural, name, namespace) is not None
         except Exception:
             return True
+
+    def wake(self, kind: str, namespace: str, name: str) -> bool:
+        """Run that resource now instead of at its next schedule (a DatabaseMonitor saw drift)."""
+        for (plural, ns, n), worker in self.workers.items():
+            if ns == namespace and n == name and self.handlers[plural].kind == kind:
+                worker.wake.set()
+                return True
+        return False
+
+    def bodies(self, namespace: str) -> list[dict[str, Any]]:
+        """The resources known in a namespace, as last seen (each body carries its kind)."""
+        return [w.body for (_, ns, _), w in self.workers.items() if ns == namespace]
 
     def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

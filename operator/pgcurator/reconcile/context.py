@@ -40,6 +40,10 @@ class ReconcileContext:
     # Whether another resource ("Kind/namespace/name") still exists: a claim it left behind on an
     # object (pgcurator.owners) is taken over when it does not. None: assume it does.
     alive: Callable[[str], Awaitable[bool]] | None = None
+    # Run another resource now ("Kind", namespace, name) -> whether it is known (DatabaseMonitor:
+    # drift repaired at once), and the resource bodies known in a namespace. None outside the runtime.
+    wake: Callable[[str, str, str], bool] | None = None
+    peers: Callable[[str], list[dict[str, Any]]] | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     @asynccontextmanager
