@@ -68,7 +68,7 @@ SELECT r.rolsuper AS superuser, current_user AS role,
        (SELECT e.extnamespace::regnamespace::text FROM pg_catalog.pg_extension e
          WHERE e.extname = 'pg_stat_statements') AS pgss_schema,
        EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = 'pg_stat_statements') AS pgss_available,
-       (SELECT array_agg(e.evtname || ':' || e.evtenabled) FROM pg_catalog.pg_event_trigger e
+       (SELECT array_agg(e.evtname::text || ':' || e.evtenabled::text) FROM pg_catalog.pg_event_trigger e
          WHERE e.evtfoid = pg_catalog.to_regprocedure('pgcurator.capture_ddl()')) AS triggers,
        pg_catalog.obj_description(pg_catalog.to_regprocedure('pgcurator.capture_ddl()'), 'pg_proc') AS trigger_version,
        pg_catalog.current_setting('server_version_num')::int AS server_version,
