@@ -116,6 +116,13 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
     return rc
 
 
+def _cmd_monitor_trigger_sql(args: argparse.Namespace) -> int:
+    from .planner.monitor_trigger import install_sql
+
+    print(install_sql(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--database-url", help="postgresql://user:password@host:port/dbname (or DATABASE_URL)")
     plan.add_argument("--now", help="plan as of this ISO time instead of now")
     plan.set_defaults(func=_cmd_plan)
+
+    trig = sub.add_parser("monitor-trigger-sql", help="print the DatabaseMonitor event trigger SQL, for a superuser "
+                          "to run in the monitored database when the operator's role may not create event triggers")
+    trig.set_defaults(func=_cmd_monitor_trigger_sql)
 
     dev = sub.add_parser("dev", help="local development environment")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
