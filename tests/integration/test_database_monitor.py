@@ -60,7 +60,7 @@ class Harness:
             self.woken.append((kind, namespace, name))
             return True
 
-        kind, ns, name = resource.split("/")
+        _kind, ns, name = resource.split("/")
         return ReconcileContext(conn=conn, resource=resource, namespace=ns, name=name, body={}, params=self.params,
                                 pools=self.pools, emit=emit, wake=wake if self.runtime else None,
                                 peers=lambda namespace: [b for b in self.bodies
