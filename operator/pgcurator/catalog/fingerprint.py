@@ -80,7 +80,7 @@ WITH ns AS (
     FROM pg_catalog.pg_policy p JOIN rel ON rel.oid = p.polrelid
   UNION ALL
   SELECT 'statistics object', (pg_catalog.pg_identify_object('pg_catalog.pg_statistic_ext'::regclass, s.oid, 0)).identity,
-         rel.identity, pg_catalog.pg_get_statisticsobjdef(s.oid)
+         rel.identity, concat_ws('|', pg_catalog.pg_get_statisticsobjdef(s.oid), s.stxstattarget)
     FROM pg_catalog.pg_statistic_ext s JOIN rel ON rel.oid = s.stxrelid
   UNION ALL
   SELECT (pg_catalog.pg_identify_object('pg_catalog.pg_proc'::regclass, p.oid, 0)).type,
@@ -124,8 +124,107 @@ WITH ns AS (
                                       ';' ORDER BY s.setrole)
                       FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid))
     FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()
+), more AS (
+  -- The rest of what DDL can create in a database. Non-schema objects count when created by a
+  -- user (oid >= 16384, FirstNormalObjectId); members of extensions are covered by the extension.
+  SELECT 'operator' AS kind, (pg_catalog.pg_identify_object('pg_catalog.pg_operator'::regclass, o.oid, 0)).identity,
+         concat_ws('|', o.oprcode, o.oprrest, o.oprjoin, o.oprcom, o.oprnegate, o.oprcanhash, o.oprcanmerge,
+                   pg_catalog.pg_get_userbyid(o.oprowner), pg_catalog.obj_description(o.oid, 'pg_operator')) AS def
+    FROM pg_catalog.pg_operator o JOIN ns ON ns.oid = o.oprnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_operator'::regclass AND ext.objid = o.oid)
+  UNION ALL
+  SELECT 'operator family', (pg_catalog.pg_identify_object('pg_catalog.pg_opfamily'::regclass, f.oid, 0)).identity,
+         concat_ws('|', pg_catalog.pg_get_userbyid(f.opfowner),
+                   (SELECT string_agg(a.amopstrategy || ':' || a.amopopr::regoperator::text, ',' ORDER BY 1)
+                      FROM pg_catalog.pg_amop a WHERE a.amopfamily = f.oid),
+                   (SELECT string_agg(a.amprocnum || ':' || a.amproc::text, ',' ORDER BY 1)
+                      FROM pg_catalog.pg_amproc a WHERE a.amprocfamily = f.oid))
+    FROM pg_catalog.pg_opfamily f JOIN ns ON ns.oid = f.opfnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_opfamily'::regclass AND ext.objid = f.oid)
+  UNION ALL
+  SELECT 'operator class', (pg_catalog.pg_identify_object('pg_catalog.pg_opclass'::regclass, c.oid, 0)).identity,
+         concat_ws('|', c.opcfamily, c.opcintype, c.opcdefault, c.opckeytype, pg_catalog.pg_get_userbyid(c.opcowner))
+    FROM pg_catalog.pg_opclass c JOIN ns ON ns.oid = c.opcnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_opclass'::regclass AND ext.objid = c.oid)
+  UNION ALL
+  SELECT 'cast', (pg_catalog.pg_identify_object('pg_catalog.pg_cast'::regclass, c.oid, 0)).identity,
+         concat_ws('|', c.castfunc, c.castcontext, c.castmethod)
+    FROM pg_catalog.pg_cast c
+   WHERE c.oid >= 16384
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_cast'::regclass AND ext.objid = c.oid)
+  UNION ALL
+  SELECT 'collation', (pg_catalog.pg_identify_object('pg_catalog.pg_collation'::regclass, c.oid, 0)).identity,
+         concat_ws('|', c.collprovider, c.collisdeterministic, c.collencoding, c.collcollate, c.collctype,
+                   pg_catalog.pg_get_userbyid(c.collowner), pg_catalog.obj_description(c.oid, 'pg_collation'))
+    FROM pg_catalog.pg_collation c JOIN ns ON ns.oid = c.collnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_collation'::regclass AND ext.objid = c.oid)
+  UNION ALL
+  SELECT 'conversion', (pg_catalog.pg_identify_object('pg_catalog.pg_conversion'::regclass, c.oid, 0)).identity,
+         concat_ws('|', c.conforencoding, c.contoencoding, c.conproc, c.condefault, pg_catalog.pg_get_userbyid(c.conowner))
+    FROM pg_catalog.pg_conversion c JOIN ns ON ns.oid = c.connamespace
+  UNION ALL
+  SELECT 'text search configuration',
+         (pg_catalog.pg_identify_object('pg_catalog.pg_ts_config'::regclass, c.oid, 0)).identity,
+         concat_ws('|', c.cfgparser, pg_catalog.pg_get_userbyid(c.cfgowner),
+                   (SELECT string_agg(m.maptokentype || ':' || m.mapseqno || ':' || m.mapdict, ',' ORDER BY 1)
+                      FROM pg_catalog.pg_ts_config_map m WHERE m.mapcfg = c.oid))
+    FROM pg_catalog.pg_ts_config c JOIN ns ON ns.oid = c.cfgnamespace
+  UNION ALL
+  SELECT 'text search dictionary',
+         (pg_catalog.pg_identify_object('pg_catalog.pg_ts_dict'::regclass, d.oid, 0)).identity,
+         concat_ws('|', d.dicttemplate, d.dictinitoption, pg_catalog.pg_get_userbyid(d.dictowner))
+    FROM pg_catalog.pg_ts_dict d JOIN ns ON ns.oid = d.dictnamespace
+  UNION ALL
+  SELECT 'text search parser', (pg_catalog.pg_identify_object('pg_catalog.pg_ts_parser'::regclass, p.oid, 0)).identity,
+         concat_ws('|', p.prsstart, p.prstoken, p.prsend, p.prsheadline, p.prslextype)
+    FROM pg_catalog.pg_ts_parser p JOIN ns ON ns.oid = p.prsnamespace
+  UNION ALL
+  SELECT 'text search template',
+         (pg_catalog.pg_identify_object('pg_catalog.pg_ts_template'::regclass, t.oid, 0)).identity,
+         concat_ws('|', t.tmplinit, t.tmpllexize)
+    FROM pg_catalog.pg_ts_template t JOIN ns ON ns.oid = t.tmplnamespace
+  UNION ALL
+  SELECT 'language', pg_catalog.quote_ident(l.lanname),
+         concat_ws('|', l.lanpltrusted, l.lanplcallfoid, l.laninline, l.lanvalidator, l.lanacl::text,
+                   pg_catalog.pg_get_userbyid(l.lanowner))
+    FROM pg_catalog.pg_language l
+   WHERE l.oid >= 16384
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_language'::regclass AND ext.objid = l.oid)
+  UNION ALL
+  SELECT 'access method', pg_catalog.quote_ident(a.amname), concat_ws('|', a.amhandler, a.amtype)
+    FROM pg_catalog.pg_am a
+   WHERE a.oid >= 16384
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_am'::regclass AND ext.objid = a.oid)
+  UNION ALL
+  SELECT 'foreign-data wrapper', pg_catalog.quote_ident(w.fdwname),
+         concat_ws('|', w.fdwhandler, w.fdwvalidator, w.fdwacl::text, w.fdwoptions::text,
+                   pg_catalog.pg_get_userbyid(w.fdwowner))
+    FROM pg_catalog.pg_foreign_data_wrapper w
+   WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_foreign_data_wrapper'::regclass
+                                          AND ext.objid = w.oid)
+  UNION ALL
+  SELECT 'server', pg_catalog.quote_ident(s.srvname),
+         concat_ws('|', s.srvfdw, s.srvtype, s.srvversion, s.srvacl::text, s.srvoptions::text,
+                   pg_catalog.pg_get_userbyid(s.srvowner))
+    FROM pg_catalog.pg_foreign_server s
+  UNION ALL
+  -- pg_user_mappings shows the options only to whoever may see them; the mapping itself to all
+  SELECT 'user mapping', (pg_catalog.pg_identify_object('pg_catalog.pg_user_mapping'::regclass, u.umid, 0)).identity,
+         u.umoptions::text
+    FROM pg_catalog.pg_user_mappings u
+  UNION ALL
+  SELECT 'publication', pg_catalog.quote_ident(p.pubname),
+         concat_ws('|', p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.pubviaroot,
+                   pg_catalog.pg_get_userbyid(p.pubowner),
+                   (SELECT string_agg(r.prrelid::regclass::text, ',' ORDER BY 1)
+                      FROM pg_catalog.pg_publication_rel r WHERE r.prpubid = p.oid),
+                   (SELECT string_agg(n.pnnspid::regnamespace::text, ',' ORDER BY 1)
+                      FROM pg_catalog.pg_publication_namespace n WHERE n.pnpubid = p.oid))
+    FROM pg_catalog.pg_publication p
 )
-SELECT kind, identity, parent, pg_catalog.md5(coalesce(def, '')) AS hash FROM objs /*pgcurator*/
+SELECT kind, identity, parent, pg_catalog.md5(coalesce(def, '')) AS hash FROM objs
+UNION ALL
+SELECT kind, identity, NULL, pg_catalog.md5(coalesce(def, '')) FROM more /*pgcurator*/
 """
 
 
