@@ -268,3 +268,25 @@ async def test_a_notify_from_the_trigger_wakes_the_listener(pg: EmbeddedPostgres
     woke.clear()
     await conn.execute("CREATE TABLE ping (id int)")
     await asyncio.wait_for(woke.wait(), 30)
+
+
+async def test_excluded_schemas_and_dry_run(pg: EmbeddedPostgres, dbname: str, curator: Harness,
+                                           conn: asyncpg.Connection) -> None:
+    await curator.monitor()
+    await su(pg, dbname, install_sql())
+    await conn.execute("CREATE SCHEMA audit; CREATE SCHEMA app")
+    spec = monitor_spec(schemas={"exclude": ["audit"]})
+    await curator.monitor(spec)
+    curator.events.clear()
+    await conn.execute("CREATE TABLE audit.log (id int); CREATE TABLE app.items (id int)")
+    dry = monitor_spec(schemas={"exclude": ["audit"]}, dryRun=True)
+    out = await curator.monitor(dry)
+    assert cond(out, "Progressing").reason == "DryRun" and curator.events == []  # nothing consumed in dryRun
+    out = await curator.monitor(spec)
+    objects = {c["object"] for c in out.status["changes"]["last"]}
+    assert "app.items" in objects and "audit.log" not in objects
+    assert [e for e in curator.events if "audit.log" in e.message] == []
+    assert any("app.items" in e.message for e in curator.events)
+    await expire(conn)
+    out = await curator.monitor(spec)  # the fingerprint does not observe audit either
+    assert "audit.log" not in {c["object"] for c in out.status["changes"]["last"]}

@@ -142,6 +142,12 @@ def test_a_rename_is_one_change_not_three() -> None:
     assert left == []
 
 
+def test_a_created_table_does_not_hide_an_unseen_drop_of_another() -> None:
+    diffs = [Diff("added", "table", "public.a", None), Diff("removed", "table", "public.b", None)]
+    left, _ = explain(diffs, [row(1, "CREATE TABLE", "public.a")])
+    assert [d.identity for d in left] == ["public.b"]
+
+
 def test_without_trigger_rows_every_difference_is_a_fingerprint_change() -> None:
     diffs = [Diff("removed", "index", "public.i", "public.t")]
     assert explain(diffs, []) == (diffs, set())

@@ -31,9 +31,21 @@ async def start_after_now(conn: Any) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM pgcurator.schema_changes"))
 
 
-async def changes_after(conn: Any, after_id: int, limit: int = 2000) -> list[dict[str, Any]]:
+# The monitor's schema selection ($never, $only) applies to what the trigger recorded too; rows
+# without a schema (schemas themselves, GRANTs, database-level changes) always count.
+_OBSERVED = ("(schema_name IS NULL OR (schema_name <> ALL({never}::text[]) "
+             "AND (cardinality({only}::text[]) = 0 OR schema_name = ANY({only}::text[]))))")
+
+
+def _observed(never: int, only: int) -> str:
+    return _OBSERVED.format(never=f"${never}", only=f"${only}")
+
+
+async def changes_after(conn: Any, after_id: int, never: list[str], only: list[str],
+                        limit: int = 2000) -> list[dict[str, Any]]:
     rows = await conn.fetch(f"SELECT {CHANGE_COLUMNS} FROM pgcurator.schema_changes WHERE id > $1 "
-                            "AND mechanism = 'event_trigger' ORDER BY id LIMIT $2", after_id, limit)
+                            f"AND mechanism = 'event_trigger' AND {_observed(3, 4)} ORDER BY id LIMIT $2",
+                            after_id, limit, never, only)
     return [dict(r) for r in rows]
 
 
@@ -97,14 +109,16 @@ async def link_repairs(conn: Any) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def recent_changes(conn: Any, limit: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch(f"SELECT {CHANGE_COLUMNS} FROM pgcurator.schema_changes ORDER BY id DESC LIMIT $1", limit)
+async def recent_changes(conn: Any, limit: int, never: list[str], only: list[str]) -> list[dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT {CHANGE_COLUMNS} FROM pgcurator.schema_changes WHERE {_observed(2, 3)} "
+                            "ORDER BY id DESC LIMIT $1", limit, never, only)
     return [dict(r) for r in rows]
 
 
-async def change_counts(conn: Any) -> dict[str, int]:
+async def change_counts(conn: Any, never: list[str], only: list[str]) -> dict[str, int]:
     rows = await conn.fetch("SELECT CASE WHEN mechanism = 'event_trigger' AND confirmed THEN 'both' ELSE mechanism END "
-                            "AS m, count(*) AS n FROM pgcurator.schema_changes GROUP BY 1")
+                            f"AS m, count(*) AS n FROM pgcurator.schema_changes WHERE {_observed(1, 2)} GROUP BY 1",
+                            never, only)
     return {r["m"]: int(r["n"]) for r in rows}
 
 

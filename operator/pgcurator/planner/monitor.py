@@ -86,6 +86,8 @@ def explain(diffs: list[Diff], trigger_rows: list[dict[str, Any]]) -> tuple[list
     the other half of a rename (or a child of an explained object)."""
     by_identity: dict[str, list[int]] = {}
     grants: dict[str, list[int]] = {}
+    altered = {r["object_identity"] for r in trigger_rows
+               if r.get("object_identity") and (r.get("command_tag") or "").startswith("ALTER ")}
     for r in trigger_rows:
         ident = r.get("object_identity")
         if ident:
@@ -107,8 +109,9 @@ def explain(diffs: list[Diff], trigger_rows: list[dict[str, Any]]) -> tuple[list
             explained.add(d.identity)
         else:
             left.append(d)
-    # Renames: the trigger names only the new identity; the old one disappears in the same diff.
-    added_kinds = {d.kind for d in diffs if d.action == "added" and d.identity in explained}
+    # Renames (ALTER ... RENAME): the trigger names only the new identity; the old one disappears
+    # in the same diff.
+    added_kinds = {d.kind for d in diffs if d.action == "added" and d.identity in altered}
     renamed_parents = {d.identity for d in diffs if d.action == "removed" and d.kind in added_kinds}
     still = []
     for d in left:

@@ -19,7 +19,7 @@ from ..planner.monitor import change_entry, change_events
 from ..planner.monitor_stats import Missing, missing_privileges, trigger_state
 from ..planner.monitor_trigger import TRIGGER_VERSION, install_plan, uninstall_plan
 from .context import ReconcileContext
-from .monitor_changes import process_changes
+from .monitor_changes import observed_schemas, process_changes
 from .monitor_collect import collect
 from .monitor_listen import keep_listening, listening, stop_listening
 from .outcome import Condition, Event, Outcome
@@ -46,8 +46,9 @@ async def reconcile_database_monitor(ctx: ReconcileContext, spec: DatabaseMonito
         run = await process_changes(ctx, spec, state, now, abilities.role, write)
         for reason, message in change_events(run.messages, spec.changes.events_per_run):
             await ctx.event(Event("Normal", reason, message))
-        counts = await store.change_counts(conn)
-        recent = [change_entry(c) for c in await store.recent_changes(conn, spec.changes.status_changes)]
+        never, only = observed_schemas(spec)
+        counts = await store.change_counts(conn, never, only)
+        recent = [change_entry(c) for c in await store.recent_changes(conn, spec.changes.status_changes, never, only)]
         status["schemaVersion"] = run.version
         status["changes"] = {
             "total": sum(counts.values()), "eventTrigger": counts.get("event_trigger", 0) + counts.get("both", 0),

@@ -82,9 +82,8 @@ class _Waker:
         for resource in found:
             kind, _, rest = resource.partition("/")
             namespace, _, name = rest.partition("/")
-            if not self.write:
-                continue
-            if self.ctx.wake is None or self.ctx.wake(kind, namespace, name):
+            # only inside the operator (ctx.wake), never in dryRun/suspend
+            if self.write and self.ctx.wake is not None and self.ctx.wake(kind, namespace, name):
                 woke.append(resource)
         if woke and change.get("id") is not None:
             await store.record_wake(self.ctx.conn, change["id"], woke)
@@ -102,7 +101,9 @@ async def process_changes(ctx: ReconcileContext, spec: DatabaseMonitorSpec, stat
     # The trigger's rows first: waking a manager is what repairs drift, so it comes before the
     # (heavier) fingerprint.
     last_id = int(state["last_change_id"])
-    new = await store.changes_after(conn, last_id)
+    never, only = observed_schemas(spec)
+    # dryRun/suspend never move last_change_id: reading the rows again would repeat their Events
+    new = await store.changes_after(conn, last_id, never, only) if write else []
     for change in new:
         woke = await waker(change, before)
         run.woken += woke
