@@ -102,7 +102,9 @@ async def detection(pg: EmbeddedPostgres, passwords: dict[str, str]) -> dict[str
 
 
 def _pgbench(pg: EmbeddedPostgres, db: str, seconds: int) -> float:
-    out = subprocess.run([str(BIN_DIR / "pgbench"), "-n", "-c", "4", "-j", "2", "-T", str(seconds), "-h", pg.host,
+    # Without -n pgbench vacuums its tables first: each run starts from the same state instead of
+    # inheriting the previous run's bloat (which would favour whichever mode runs first).
+    out = subprocess.run([str(BIN_DIR / "pgbench"), "-c", "4", "-j", "2", "-T", str(seconds), "-h", pg.host,
                           "-p", str(pg.port), "-U", pg.superuser, db], capture_output=True, text=True, check=True,
                          env={"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"})
     return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
@@ -146,17 +148,25 @@ async def overhead(pg: EmbeddedPostgres, passwords: dict[str, str], seconds: int
                  "statistics": {"interval": "10s", "columns": {"interval": "1m"}}})}
     tps: dict[str, list[float]] = {"none": [], "default": [], "aggressive": []}
     runs: dict[str, int] = {"default": 0, "aggressive": 0}
-    for _ in range(rounds):
-        for mode in ("none", "default", "aggressive"):
+    modes = ("none", "default", "aggressive")
+    ratios: dict[str, list[float]] = {"default": [], "aggressive": []}
+    for round_ in range(rounds):
+        got: dict[str, float] = {}
+        # the order rotates each round, so a drift of the machine's load favours no mode
+        for mode in modes[round_ % 3:] + modes[:round_ % 3]:
             stop = asyncio.Event()
             task = asyncio.create_task(_monitor_loop(params, specs[mode], stop)) if mode != "none" else None
-            tps[mode].append(await asyncio.to_thread(_pgbench, pg, db, seconds))
+            got[mode] = await asyncio.to_thread(_pgbench, pg, db, seconds)
+            tps[mode].append(got[mode])
             stop.set()
             if task is not None:
                 runs[mode] += await task
+        for mode in ratios:
+            ratios[mode].append(got[mode] / got["none"])
     med = {m: statistics.median(v) for m, v in tps.items()}
     return {"tps": med, "all": tps, "monitor_runs": runs,
-            "ratio_default": med["default"] / med["none"], "ratio_aggressive": med["aggressive"] / med["none"]}
+            "ratio_default": statistics.median(ratios["default"]),
+            "ratio_aggressive": statistics.median(ratios["aggressive"]), "ratios": ratios}
 
 
 class _FakeKube:
@@ -245,6 +255,7 @@ async def _until_true(check: Any) -> None:
 
 
 async def main(quick: bool) -> None:
+    seconds = 10 if quick else 20
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "data")
         pg.start()
@@ -254,7 +265,7 @@ async def main(quick: bool) -> None:
         try:
             det = await detection(pg, passwords)
             dr = await drift(pg, passwords, 3 if quick else 7)
-            ov = await overhead(pg, passwords, 10 if quick else 30, 1 if quick else 3)
+            ov = await overhead(pg, passwords, seconds, 3 if quick else 6)
         finally:
             pg.stop()
     print("\n== DatabaseMonitor benchmarks (PostgreSQL 18, embedded) ==")
@@ -268,7 +279,8 @@ async def main(quick: bool) -> None:
     print(f"  missed by both: {', '.join(det['missed_by_both']) or '-'}")
     print(f"  not run here: {', '.join(SKIPPED)}; failed to run: {'; '.join(det['errors']) or '-'}")
     t = ov["tps"]
-    print(f"overhead: pgbench -c4 -j2 scale 10, median TPS of interleaved runs {ov['all']}")
+    print(f"overhead: pgbench -c4 -j2 scale 10, {seconds}s runs, order rotated per round; TPS {ov['all']}; "
+          "ratio = median of per-round ratios to the round's run without a monitor")
     print(f"  {'no monitor':<22}{t['none']:>10.1f}")
     print(f"  {'default intervals':<22}{t['default']:>10.1f}  x{ov['ratio_default']:.3f}  "
           f"({ov['monitor_runs']['default']} monitor runs)")

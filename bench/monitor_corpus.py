@@ -31,7 +31,6 @@ CORPUS: list[dict[str, Any]] = [
     {"tag": "ALTER TABLE ENABLE RLS", "sql": "ALTER TABLE app.t ENABLE ROW LEVEL SECURITY"},
     {"tag": "ALTER TABLE RENAME", "sql": "ALTER TABLE app.t_copy RENAME TO t_copy2"},
     {"tag": "ALTER TABLE SET SCHEMA", "sql": "ALTER TABLE app.t_copy2 SET SCHEMA public"},
-    {"tag": "ALTER TABLE OWNER (ownership)", "role": SU, "sql": "ALTER TABLE app.alice_t OWNER TO curator"},
     {"tag": "ALTER TABLE OWNER (superuser)", "role": SU, "sql": "ALTER TABLE app.t_into OWNER TO postgres"},
     {"tag": "CREATE INDEX", "sql": "CREATE INDEX t_a_idx ON app.t (a)"},
     {"tag": "CREATE INDEX (another role)", "role": ALICE, "sql": "CREATE INDEX alice_t_idx ON app.alice_t (id)"},
@@ -39,6 +38,7 @@ CORPUS: list[dict[str, Any]] = [
     {"tag": "REINDEX", "sql": "REINDEX INDEX app.t_a_idx2"},
     {"tag": "DROP INDEX", "sql": "DROP INDEX app.t_a_idx2"},
     {"tag": "DROP INDEX (superuser)", "role": SU, "sql": "DROP INDEX app.alice_t_idx"},
+    {"tag": "ALTER TABLE OWNER (ownership)", "role": SU, "sql": "ALTER TABLE app.alice_t OWNER TO curator"},
     {"tag": "CREATE TABLE PARTITION OF",
      "sql": "CREATE TABLE app.m (d date NOT NULL, v int) PARTITION BY RANGE (d); "
             "CREATE TABLE app.m_2025 PARTITION OF app.m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"},

@@ -21,6 +21,7 @@ from pgcurator.planner.monitor_trigger import install_sql
 
 from ..conftest import APP_ROLE
 from .conftest import apply, condition, put_secret, wait_for
+from .test_shipping_e2e import capture
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,7 @@ def test_database_monitor_reports_and_drift_wakes_the_index_policy(
     trigger = condition(obj, "EventTrigger")
     assert trigger["status"] == "False" and trigger["reason"] == "EventTriggerNeedsSuperuser"
     assert obj["status"]["changeDetection"]["eventTrigger"]["state"] == "Unavailable"
+    capture("databasemonitor-trigger-unavailable", obj)  # Healthy: a missing privilege is not an error
     table = cluster.kubectl("get", "databasemonitors", "-n", namespace).stdout
     header = table.splitlines()[0]
     for column in ("SCHEMA-VERSION", "CHANGES", "TRIGGER", "READY", "REASON", "AGE"):
@@ -90,10 +92,11 @@ def test_database_monitor_reports_and_drift_wakes_the_index_policy(
     # A superuser installs the trigger; a spec change makes the monitor look again at once.
     run_sql(superuser, install_sql())
     apply(cluster, namespace, monitor("shop", changes={"statusChanges": 20}))
-    wait_for(cluster, namespace, "shop",
-             lambda o: ready(o) and condition(o, "EventTrigger").get("status") == "True"
-             and o["status"]["changeDetection"].get("listening") is True,
-             what="trigger active and listening", operator_log=operator_log, kind="databasemonitor")
+    obj = wait_for(cluster, namespace, "shop",
+                   lambda o: ready(o) and condition(o, "EventTrigger").get("status") == "True"
+                   and o["status"]["changeDetection"].get("listening") is True,
+                   what="trigger active and listening", operator_log=operator_log, kind="databasemonitor")
+    capture("databasemonitor-ready", obj)
 
     dropped = time.monotonic()
     run_sql(superuser, "DROP INDEX orders_customer_idx;")

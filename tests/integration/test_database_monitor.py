@@ -290,3 +290,43 @@ async def test_excluded_schemas_and_dry_run(pg: EmbeddedPostgres, dbname: str, c
     await expire(conn)
     out = await curator.monitor(spec)  # the fingerprint does not observe audit either
     assert "audit.log" not in {c["object"] for c in out.status["changes"]["last"]}
+
+
+@pytest.fixture(scope="module")
+def debian_pg(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from pgcurator.devenv.debian_postgres import debian_bin_dir
+
+    bin_dir, major = debian_bin_dir()
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg15") / "data", bin_dir=bin_dir, major=major,
+                              extra_settings={"shared_preload_libraries": "pg_stat_statements"})
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_debian_postgresql_too(debian_pg: EmbeddedPostgres) -> None:
+    """The same on Debian's packaged release (15 here): event triggers are superuser only there
+    too, and every catalog query of the monitor runs on it."""
+    password = secrets.token_urlsafe(12)
+    debian_pg.create_role(APP_ROLE, password)
+    debian_pg.create_database("shop", owner=APP_ROLE)
+    h = Harness(debian_pg, "shop", APP_ROLE, password)
+    try:
+        c = await asyncpg.connect(debian_pg.dsn("shop", user=APP_ROLE, password=password))
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="superuser"):
+            await c.execute("CREATE FUNCTION f() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$; "
+                            "CREATE EVENT TRIGGER et ON ddl_command_end EXECUTE FUNCTION f()")
+        out = await h.monitor()
+        assert cond(out, "Ready").status and cond(out, "EventTrigger").reason == "EventTriggerNeedsSuperuser"
+        await su(debian_pg, "shop", install_sql() + "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;")
+        await c.execute("CREATE TABLE t (id int PRIMARY KEY); CREATE INDEX t_idx ON t (id)")
+        await expire(c)
+        await expire(c, "statistics_at")
+        out = await h.monitor()
+        assert cond(out, "EventTrigger").status
+        tags = {(ch["command"], ch["mechanism"]) for ch in out.status["changes"]["last"]}
+        assert {("CREATE TABLE", "event_trigger"), ("CREATE INDEX", "event_trigger")} <= tags
+        assert out.status["statistics"]["database"]["sizeBytes"] > 0 and "slowStatements" in out.status
+        await c.close()
+    finally:
+        await h.pools.close()
