@@ -163,8 +163,17 @@ async def overhead(pg: EmbeddedPostgres, passwords: dict[str, str], seconds: int
                 runs[mode] += await task
         for mode in ratios:
             ratios[mode].append(got[mode] / got["none"])
+    # What a monitor run costs the server, independent of the machine's load: the execution time
+    # of the operator role's statements (pg_stat_statements), per run, against the interval.
+    su = await asyncpg.connect(pg.dsn(db))
+    server_ms = await su.fetchval("SELECT sum(total_exec_time) FROM pg_stat_statements s JOIN pg_roles r "
+                                  "ON r.oid = s.userid WHERE r.rolname = $1", CURATOR)
+    await su.close()
+    per_run_ms = float(server_ms or 0) / max(1, runs["default"] + runs["aggressive"])
     med = {m: statistics.median(v) for m, v in tps.items()}
-    return {"tps": med, "all": tps, "monitor_runs": runs,
+    return {"per_run_ms": per_run_ms,
+            "duty_default": per_run_ms / 1000 / specs["default"].schedule_seconds(),
+            "tps": med, "all": tps, "monitor_runs": runs,
             "ratio_default": statistics.median(ratios["default"]),
             "ratio_aggressive": statistics.median(ratios["aggressive"]), "ratios": ratios}
 
@@ -286,6 +295,8 @@ async def main(quick: bool) -> None:
           f"({ov['monitor_runs']['default']} monitor runs)")
     print(f"  {'5s/10s intervals':<22}{t['aggressive']:>10.1f}  x{ov['ratio_aggressive']:.3f}  "
           f"({ov['monitor_runs']['aggressive']} monitor runs)")
+    print(f"  server time per monitor run (pg_stat_statements, role {CURATOR}): {ov['per_run_ms']:.1f} ms; at the "
+          f"default 5m interval {ov['duty_default']:.5%} of one core")
     print(f"drift: hand DROP INDEX -> IndexPolicy create_index started: median {dr['median_s']:.3f}s "
           f"over {dr['drops']} drops {dr['all_s']}")
 

@@ -146,7 +146,7 @@ CORPUS: list[dict[str, Any]] = [
     {"tag": "DROP ACCESS METHOD", "role": SU, "sql": "DROP ACCESS METHOD heap2"},
     {"tag": "CREATE FOREIGN DATA WRAPPER", "role": SU, "setup": "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
      "sql": "CREATE FOREIGN DATA WRAPPER fdw2 HANDLER postgres_fdw_handler"},
-    {"tag": "ALTER FOREIGN DATA WRAPPER", "role": SU, "sql": "ALTER FOREIGN DATA WRAPPER fdw2 NO VALIDATOR"},
+    {"tag": "ALTER FOREIGN DATA WRAPPER", "role": SU, "sql": "ALTER FOREIGN DATA WRAPPER fdw2 OPTIONS (ADD debug 'true')"},
     {"tag": "CREATE SERVER", "role": SU, "sql": "CREATE SERVER srv FOREIGN DATA WRAPPER postgres_fdw "
                                                 "OPTIONS (dbname 'postgres')"},
     {"tag": "ALTER SERVER", "role": SU, "sql": "ALTER SERVER srv OPTIONS (ADD port '1')"},

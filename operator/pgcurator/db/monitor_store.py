@@ -89,11 +89,15 @@ async def confirm(conn: Any, ids: list[int], version: str, up_to_id: int) -> Non
                        "AND id <= $2", version, up_to_id)
 
 
-async def record_wake(conn: Any, change_id: int, resources: list[str]) -> None:
-    await conn.execute(
-        "UPDATE pgcurator.schema_changes SET woke = $2, "
-        "woke_after_history_id = (SELECT coalesce(max(id), 0) FROM pgcurator.history) WHERE id = $1",
-        change_id, resources)
+async def history_mark(conn: Any) -> int:
+    """The newest history id: a woken resource's repair is the first row after it (read before
+    waking, so a fast repair cannot come first)."""
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM pgcurator.history"))
+
+
+async def record_wake(conn: Any, change_id: int, resources: list[str], mark: int) -> None:
+    await conn.execute("UPDATE pgcurator.schema_changes SET woke = $2, woke_after_history_id = $3 WHERE id = $1",
+                       change_id, resources, mark)
 
 
 async def link_repairs(conn: Any) -> int:

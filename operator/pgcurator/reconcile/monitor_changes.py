@@ -78,7 +78,8 @@ class _Waker:
             return []
         peers = await self._load()
         found = [r for r in managers(touched(change, defs), peers, self._owners) if r != self.ctx.resource]
-        woke = []
+        woke: list[str] = []
+        mark = await store.history_mark(self.ctx.conn) if found else 0
         for resource in found:
             kind, _, rest = resource.partition("/")
             namespace, _, name = rest.partition("/")
@@ -86,7 +87,7 @@ class _Waker:
             if self.write and self.ctx.wake is not None and self.ctx.wake(kind, namespace, name):
                 woke.append(resource)
         if woke and change.get("id") is not None:
-            await store.record_wake(self.ctx.conn, change["id"], woke)
+            await store.record_wake(self.ctx.conn, change["id"], woke, mark)
         return woke
 
 
