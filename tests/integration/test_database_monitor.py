@@ -193,6 +193,24 @@ async def test_an_operator_with_a_superuser_role_installs_the_trigger(pg: Embedd
         assert any(e.reason == "EventTriggerInstalled" for e in h.events)
         dry = await h.monitor(monitor_spec(dryRun=True))
         assert dry.status["plan"] == []  # installed already: nothing to plan
+        # An older version is replaced.
+        await su(pg, dbname, "COMMENT ON FUNCTION pgcurator.capture_ddl() IS 'pgcurator event trigger v1'")
+        dry = await h.monitor(monitor_spec(dryRun=True))
+        assert dry.status["changeDetection"]["eventTrigger"]["state"] == "Outdated" and dry.status["plan"]
+        out = await h.monitor()
+        assert out.status["changeDetection"]["eventTrigger"]["state"] == "Active"
+        # A statement that may hold a password is not kept, in the table nor on the status.
+        await su(pg, dbname, "CREATE EXTENSION IF NOT EXISTS postgres_fdw; CREATE SERVER s FOREIGN DATA WRAPPER "
+                             "postgres_fdw; CREATE USER MAPPING FOR postgres SERVER s OPTIONS (password 'hunter2')")
+        out = await h.monitor()
+        assert "hunter2" not in str(out.status)
+        c = await asyncpg.connect(pg.dsn(dbname))
+        try:
+            kept = await c.fetch("SELECT statement FROM pgcurator.schema_changes WHERE statement LIKE '%hunter2%'")
+            assert kept == [] and await c.fetchval(
+                "SELECT count(*) FROM pgcurator.schema_changes WHERE command_tag = 'CREATE USER MAPPING'") == 1
+        finally:
+            await c.close()
     finally:
         await h.pools.close()
 

@@ -283,3 +283,12 @@ def test_the_documented_install_sql_is_the_one_the_operator_runs() -> None:
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "databasemonitor.md").read_text()
     assert install_sql().strip() in doc
+
+
+def test_statements_that_may_hold_a_password_never_reach_the_status() -> None:
+    change = {"id": 1, "mechanism": "event_trigger", "command_tag": "CREATE USER MAPPING",
+              "statement": "CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'a', password 'hunter2')"}
+    assert "hunter2" not in str(change_entry(change))
+    cur = [{"queryid": 1, "userid": 1, "calls": 3, "total_ms": 3.0, "rows": 0,
+            "query": "ALTER ROLE app PASSWORD 'hunter2'"}]
+    assert "hunter2" not in str(statement_deltas({}, cur, 1))

@@ -5,6 +5,7 @@ explained, which resources manage what a change touched, and the Events to post.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,15 @@ from ..models.partition import PartitionPolicySpec
 from ..models.vector import VectorIndexSpec, default_index_name
 
 UNKNOWN_WHO = "unknown (found by fingerprint)"
+
+# Text that may carry a password never reaches a status: the status and Events are readable by
+# far more people than the database's catalogs.
+_SECRET_TEXT = re.compile(r"password|secret|user\s+mapping|create\s+server|alter\s+server", re.IGNORECASE)
+HIDDEN = "(statement not shown: it may hold a password)"
+
+
+def redact(text: str | None) -> str | None:
+    return HIDDEN if text and _SECRET_TEXT.search(text) else text
 
 # Kinds of fingerprint object a GRANT/REVOKE on an object type reaches (the trigger records the
 # type but no identity for these commands).
@@ -225,7 +235,7 @@ def change_entry(change: dict[str, Any]) -> dict[str, Any]:
         "confirmedByFingerprint": bool(change.get("confirmed")) and change.get("mechanism") == "event_trigger",
     }
     if change.get("statement"):
-        entry["statement"] = change["statement"][:300]
+        entry["statement"] = (redact(change["statement"]) or "")[:300]
     if change.get("transaction_id") is not None:
         entry["transaction"] = int(change["transaction_id"])
     if change.get("schema_version"):

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ..sql.quote import ident
+from .monitor import redact
 
 # Growth needs a baseline at least this old, or the rate is noise.
 MIN_GROWTH_SPAN_SECONDS = 3600.0
@@ -67,7 +68,7 @@ def statement_deltas(previous: dict[tuple[int, int], dict[str, Any]], current: l
         if calls < min_calls or calls <= 0:
             continue
         out.append({"queryId": str(row["queryid"]), "calls": calls, "totalMs": round(total, 2),
-                    "meanMs": round(total / calls, 3), "rows": rows, "query": (row.get("query") or "")[:300]})
+                    "meanMs": round(total / calls, 3), "rows": rows, "query": (redact(row.get("query")) or "")[:300]})
     return out
 
 

@@ -18,7 +18,7 @@ FUNCTION = "pgcurator.capture_ddl"
 TRIGGERS = ("pgcurator_ddl", "pgcurator_drop")
 # Bumped when the function body changes: an older installed version is reported (and replaced,
 # when the operator may).
-TRIGGER_VERSION = "pgcurator event trigger v1"
+TRIGGER_VERSION = "pgcurator event trigger v2"
 
 # One row per object the command touched (pg_event_trigger_ddl_commands), or per object it dropped
 # directly or through a normal dependency (pg_event_trigger_dropped_objects); internal dependents
@@ -33,7 +33,11 @@ DECLARE
   app text := current_setting('application_name', true);
   addr text := inet_client_addr()::text;
   xid bigint := pg_current_xact_id()::text::bigint;
-  query text := left(current_query(), 4000);
+  -- a statement that may carry a password (CREATE USER MAPPING ... OPTIONS (password ...), a
+  -- server's options) is not kept: the table is readable by the operator's role
+  query text := CASE WHEN current_query() ~* '(password|secret|user\\s+mapping|create\\s+server|alter\\s+server)'
+                     THEN '(statement not recorded: it may hold a password)'
+                     ELSE left(current_query(), 4000) END;
 BEGIN
   IF tg_event = 'sql_drop' THEN
     FOR r IN SELECT d.object_type, d.schema_name, d.object_identity
