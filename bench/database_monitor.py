@@ -227,6 +227,10 @@ async def drift(pg: EmbeddedPostgres, passwords: dict[str, str], drops: int) -> 
         from pgcurator.reconcile.monitor_listen import listening
 
         await _until_true(lambda: listening("DatabaseMonitor/b/mon"))
+        # the initial build's history row is written when its statement ends: wait for it, so the
+        # first drop's mark is after it
+        await _until(app, "SELECT count(*) FROM pgcurator.history WHERE resource = 'IndexPolicy/b/orders' "
+                          "AND step = 'create_index'")
         for _ in range(drops):
             mark = await app.fetchval("SELECT coalesce(max(id), 0) FROM pgcurator.history")
             await asyncio.sleep(0.5)  # spacing between drops, not a wait for a state
@@ -234,7 +238,7 @@ async def drift(pg: EmbeddedPostgres, passwords: dict[str, str], drops: int) -> 
             await su.execute("DROP INDEX orders_customer_idx")
             started = await _until(app, "SELECT extract(epoch FROM started_at) FROM pgcurator.history WHERE id > $1 "
                                         "AND resource = 'IndexPolicy/b/orders' AND step = 'create_index' "
-                                        "ORDER BY id LIMIT 1", mark)
+                                        "AND started_at >= to_timestamp($2) ORDER BY id LIMIT 1", mark, t0)
             times.append(float(started) - t0)
             await _until(app, "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                               "WHERE c.relname = 'orders_customer_idx' AND i.indisvalid)")
