@@ -43,7 +43,8 @@ from pgcurator.db.params import ConnParams
 from pgcurator.db.pools import PoolRegistry
 from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.vector import VectorIndexSpec
-from pgcurator.planner.vector import fmt_bytes, recall_at_k
+from pgcurator.planner.vector_memory import fmt_bytes
+from pgcurator.planner.vector_recall import recall_at_k
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Event
 from pgcurator.reconcile.vector import reconcile_vector_index

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,11 +17,9 @@ from .kinds import ALL_KINDS
 from .kube import GROUP, VERSION, Kube, load_config
 from .leader import ElectionConfig, LeaderElector
 from .runtime import Runtime
+from .settings import current as current_settings
 
 log = logging.getLogger("pgcurator")
-
-API_THREADS = int(os.environ.get("PGCURATOR_API_THREADS", "16"))
-
 
 def build_registry(runtime_box: dict[str, Runtime]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
@@ -78,7 +75,8 @@ async def run_operator(namespaces: list[str], http_address: str | None, election
     """Runs until SIGTERM/SIGINT."""
     # The official Kubernetes client is synchronous: its calls (Secrets, status, Events) run in
     # threads, and the default pool of cpu+4 threads throttles hundreds of resources.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    settings = current_settings()
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads))
     load_config()
     kube = Kube()
     runtime = Runtime(kube, ALL_KINDS, active=False)  # a follower until the Lease is ours
@@ -89,7 +87,7 @@ async def run_operator(namespaces: list[str], http_address: str | None, election
             metrics.RESOURCES.labels(kind).set(n)
 
     metrics.on_scrape(count_resources)
-    health = Health([h.plural for h in ALL_KINDS], namespaces or None)
+    health = Health([h.plural for h in ALL_KINDS], namespaces or None, stale_after=settings.heartbeat_stale)
 
     def started_leading() -> None:
         metrics.LEADER.set(1)
@@ -160,8 +158,5 @@ def main(namespaces: list[str], http_address: str | None, log_format: str, verbo
          election_namespace: str | None = None) -> None:
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
     logging.getLogger("pgcurator").setLevel(logging.DEBUG if verbose else logging.INFO)
-    try:
-        election = ElectionConfig.from_env(election_namespace)
-    except ValueError as exc:  # bad PGCURATOR_LEASE_* values: say so, no traceback
-        raise SystemExit(f"pgcurator: {exc}") from None
+    election = ElectionConfig.from_settings(current_settings(), election_namespace)  # validated at start
     asyncio.run(run_operator(namespaces, http_address, election))

@@ -1,25 +1,21 @@
-"""`pgcurator` command line: run the operator, render CRDs, plan a resource, start a dev environment."""
+"""`pgcurator` command line: run the operator, render CRDs, plan or apply a resource without a cluster,
+start a dev environment."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import pydantic
-import yaml
-
-from .errors import CuratorError
+from . import settings as settings_module
+from .settings import SettingsError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .app import main as run_main
 
-    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
+    namespaces = args.namespace or list(settings_module.current().watch_namespaces)
     run_main(namespaces, args.http_address or args.liveness, args.log_format, args.verbose,
              election_namespace=args.leader_election_namespace)
     return 0
@@ -49,64 +45,40 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_resources(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+async def _run_local(args: argparse.Namespace, *, dry_run: bool) -> int:
+    from .kinds import ALL_KINDS
+    from .local import Local, load_documents, parse_now, parse_url, print_plan, print_result, resource_of
 
-
-async def _plan_one(doc: dict[str, Any], url: str, now: datetime) -> int:
-    from .catalog.partitions import observe_table
-    from .db.params import params_from_url
-    from .db.pools import PoolRegistry
-    from .models.partition import PartitionPolicySpec
-    from .planner.partition import plan_policy
-    from .runtime import format_validation_error
-
-    kind = doc.get("kind")
-    name = (doc.get("metadata") or {}).get("name", "?")
-    if kind != "PartitionPolicy":
-        print(f"-- {kind}/{name}: kind not supported by `plan` yet", file=sys.stderr)
-        return 2
+    now = parse_now(args.now)
+    params = parse_url(args.database_url or settings_module.current().database_url)
+    resources = [resource_of(doc, ALL_KINDS) for doc in load_documents(args.filename)]  # all checked first
+    local = Local(params, sys.stdout)
+    rc = 0
     try:
-        spec = PartitionPolicySpec.model_validate(doc.get("spec") or {})
-    except pydantic.ValidationError as exc:
-        print(f"-- {kind}/{name}: invalid: {format_validation_error(exc)}", file=sys.stderr)
-        return 2
-    pools = PoolRegistry(max_size=1)
-    try:
-        async with pools.connection(params_from_url(url)) as conn:
-            obs = await observe_table(conn, spec.table.schema_, spec.table.name, spec.key_column)
-            plan, _ = plan_policy(spec, obs, now)
+        for res in resources:
+            outcome = await local.run(res, now=now, dry_run=dry_run)
+            rc = max(rc, print_plan(local, res, outcome) if dry_run else print_result(local, res, outcome))
     finally:
-        await pools.close()
-    print(f"-- {kind}/{name}: {len(plan.statements())} statements")
-    for note in plan.notes:
-        print(f"-- note: {note}")
-    for blocked in plan.blocked:
-        print(f"-- blocked: {blocked}")
-    for step in plan.steps:
-        print(f"-- {step.kind} {step.target}" + ("" if step.transactional else " (outside a transaction)"))
-        for sql in step.statements:
-            print(sql + ";")
-    return 0
+        await local.close()
+    return rc
+
+
+def _local(args: argparse.Namespace, *, dry_run: bool) -> int:
+    from .local import BadInput
+
+    try:
+        return asyncio.run(_run_local(args, dry_run=dry_run))
+    except BadInput as exc:
+        print(f"pgcurator: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it quotes
+        return 2
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        print("--database-url (or DATABASE_URL) is required", file=sys.stderr)
-        return 2
-    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    rc = 0
-    for doc in _load_resources(args.filename):
-        try:
-            rc = max(rc, asyncio.run(_plan_one(doc, url, now)))
-        except CuratorError as exc:
-            print(f"-- error ({exc.reason}): {exc.message}", file=sys.stderr)
-            rc = max(rc, 1)
-    return rc
+    return _local(args, dry_run=True)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    return _local(args, dry_run=False)
 
 
 def _cmd_dev_up(args: argparse.Namespace) -> int:
@@ -124,19 +96,20 @@ def _cmd_monitor_trigger_sql(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    s = settings_module.current()
     p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); "
                      "default: all, or WATCH_NAMESPACES (comma-separated)")
-    run.add_argument("--http-address", default=os.environ.get("PGCURATOR_HTTP_ADDRESS"),
+    run.add_argument("--http-address", default=s.http_address or None,
                      help="serve /healthz (liveness), /readyz and /metrics here, e.g. 0.0.0.0:8080")
-    run.add_argument("--liveness", default=os.environ.get("PGCURATOR_LIVENESS"),
+    run.add_argument("--liveness", default=s.liveness or None,
                      help="older spelling of --http-address, as a URL: http://0.0.0.0:8080/healthz")
     run.add_argument("--leader-election-namespace",
                      help="namespace of the leader Lease (default: POD_NAMESPACE, the kubeconfig's, or default)")
-    run.add_argument("--log-format", choices=["plain", "json"], default=os.environ.get("PGCURATOR_LOG_FORMAT", "plain"))
+    run.add_argument("--log-format", choices=["plain", "json"], default=s.log_format)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
 
@@ -147,11 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="another directory kept identical (default: the Helm chart's crds/)")
     crds.set_defaults(func=_cmd_crds)
 
-    plan = sub.add_parser("plan", help="print the statements a resource would run (no cluster needed)")
-    plan.add_argument("-f", "--filename", required=True, help="resource YAML file, or - for stdin")
-    plan.add_argument("--database-url", help="postgresql://user:password@host:port/dbname (or DATABASE_URL)")
-    plan.add_argument("--now", help="plan as of this ISO time instead of now")
-    plan.set_defaults(func=_cmd_plan)
+    for name, func, text in (
+        ("plan", _cmd_plan, "print the statements the operator's reconcile would run now (dryRun; no cluster)"),
+        ("apply", _cmd_apply, "run the operator's reconcile of a resource once, without a cluster; exit code "
+                              "0 Ready, 1 not Ready (Degraded, waiting), 2 bad input"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("-f", "--filename", required=True, help="resource YAML file, or - for stdin")
+        cmd.add_argument("--database-url", help="postgresql://user:password@host:port/dbname (or DATABASE_URL)")
+        cmd.add_argument("--now", help="as of this ISO time instead of now, e.g. 2026-11-22T10:00:00+00:00")
+        cmd.set_defaults(func=func)
 
     trig = sub.add_parser("monitor-trigger-sql", help="print the DatabaseMonitor event trigger SQL, for a superuser "
                           "to run in the monitored database when the operator's role may not create event triggers")
@@ -167,7 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        settings_module.load()  # once, at start: a bad value is one line and exit code 2
+    except SettingsError as exc:
+        print(f"pgcurator: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has said what is wrong (usage); --help is 0
+        return exc.code if isinstance(exc.code, int) else 2
     rc: int = args.func(args)
     return rc
 

@@ -45,3 +45,27 @@ class SecretProblem(CuratorError):
 class LockBusy(CuratorError):
     reason = "WaitingForLock"
     transient = True
+
+
+class ApiUnavailable(CuratorError):
+    """The Kubernetes API server could not be reached or answered that it cannot serve now
+    (connection refused or reset, timeouts, 429, 5xx). Retried with backoff."""
+
+    reason = "ApiUnreachable"
+    transient = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ApiError(CuratorError):
+    """The Kubernetes API server refused a call (4xx other than those the caller expects).
+    `status` is the HTTP status; 403 usually means the operator's RBAC lacks a permission."""
+
+    reason = "ApiError"
+    transient = True  # fixed outside the resource (RBAC, admission): retried with backoff
+
+    def __init__(self, message: str, *, status: int, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.status = status

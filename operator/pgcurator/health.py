@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +39,7 @@ def watcher_task_name(plural: str, namespace: str | None) -> str:
 class Health:
     plurals: list[str]
     namespaces: list[str] | None  # None: cluster-wide
-    stale_after: float = float(os.environ.get("PGCURATOR_HEARTBEAT_STALE", "60"))
+    stale_after: float = 60.0  # PGCURATOR_HEARTBEAT_STALE (settings.py)
     started: float = field(default_factory=time.monotonic)
     last_heartbeat: float | None = None
     _seen_watchers: set[str] = field(default_factory=set)

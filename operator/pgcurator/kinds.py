@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
-
-from .models.common import parse_duration
+from .engine import KindHandler
+from .models.common import Schedule, schedule_seconds
 from .models.index import IndexPolicySpec
 from .models.monitor import DatabaseMonitorSpec
-from .models.partition import PartitionPolicySpec, Schedule
+from .models.partition import PartitionPolicySpec
 from .models.tls import DbTlsCertSpec
 from .models.vector import VectorIndexSpec
 from .reconcile.context import ReconcileContext
@@ -20,25 +18,15 @@ from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
 from .reconcile.vector import cleanup_vector_index, reconcile_vector_index
-from .runtime import KindHandler
-
-
-def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
-    """Seconds until the next run: the cron expression's next time (UTC) when set, else the interval."""
-    if schedule.cron:
-        now = now or datetime.now(UTC)
-        nxt: datetime = croniter(schedule.cron, now).get_next(datetime)
-        return max(1.0, (nxt - now).total_seconds())
-    return parse_duration(schedule.interval)
 
 
 async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
-    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, on_event=ctx.event,
-                                            progress=ctx.progress)
+    return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, now=ctx.now,
+                                            on_event=ctx.event, progress=ctx.progress)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:
-    await cleanup_partition_policy(ctx.conn, spec, ctx.resource)
+    await cleanup_partition_policy(ctx.conn, spec, ctx.resource, on_event=ctx.event)
 
 
 PARTITION_POLICY: KindHandler[PartitionPolicySpec] = KindHandler(
@@ -56,7 +44,7 @@ INDEX_POLICY: KindHandler[IndexPolicySpec] = KindHandler(
     plural="indexpolicies",
     model=IndexPolicySpec,
     reconcile=reconcile_index_policy,
-    schedule_seconds=lambda spec: parse_duration(spec.schedule.interval),
+    schedule_seconds=lambda spec: schedule_seconds(spec.schedule),
     table_of=lambda spec: spec.table.qualified,
     cleanup=cleanup_index_policy,
 )
@@ -66,7 +54,7 @@ DB_TLS_CERT: KindHandler[DbTlsCertSpec] = KindHandler(
     plural="dbtlscerts",
     model=DbTlsCertSpec,
     reconcile=reconcile_db_tls_cert,
-    schedule_seconds=lambda spec: parse_duration(spec.check_interval),
+    schedule_seconds=lambda spec: schedule_seconds(Schedule(interval=spec.check_interval)),
     # one TLS configuration per server: runs for the same server never overlap
     table_of=lambda spec: "server-tls",
     cleanup=cleanup_db_tls_cert,
@@ -78,7 +66,9 @@ VECTOR_INDEX: KindHandler[VectorIndexSpec] = KindHandler(
     model=VectorIndexSpec,
     reconcile=reconcile_vector_index,
     # woken for re-observation and for the next recall measurement, whichever comes first
-    schedule_seconds=lambda spec: min(parse_duration(spec.schedule.interval), parse_duration(spec.recall.interval)),
+    schedule_seconds=lambda spec: min(
+        schedule_seconds(spec.schedule), schedule_seconds(Schedule(interval=spec.recall.interval))
+    ),
     table_of=lambda spec: spec.table.qualified,
     cleanup=cleanup_vector_index,
 )

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -34,26 +33,23 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from .settings import Settings
+
 log = logging.getLogger("pgcurator.leader")
 
 DEFAULT_LEASE_NAME = "pgcurator-leader"
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
-def default_identity() -> str:
-    base = os.environ.get("POD_NAME") or socket.gethostname()
+def default_identity(pod_name: str = "") -> str:
+    base = pod_name or socket.gethostname()
     return f"{base}_{uuid.uuid4().hex[:8]}"
 
 
-def default_namespace() -> str:
-    """POD_NAMESPACE (the chart sets it), the in-cluster namespace file, the kubeconfig's, or default."""
-    ns = os.environ.get("PGCURATOR_LEADER_ELECTION_NAMESPACE") or os.environ.get("POD_NAMESPACE")
-    if ns:
-        return ns
+def default_namespace(configured: str = "") -> str:
+    """The configured one (PGCURATOR_LEADER_ELECTION_NAMESPACE or POD_NAMESPACE, which the chart
+    sets), the in-cluster namespace file, the kubeconfig's, or default."""
+    if configured:
+        return configured
     with contextlib.suppress(OSError):
         return open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read().strip()
     with contextlib.suppress(Exception):
@@ -77,15 +73,15 @@ class ElectionConfig:
     retry_period: float = 2.0
 
     @classmethod
-    def from_env(cls, namespace: str | None = None) -> ElectionConfig:
+    def from_settings(cls, settings: Settings, namespace: str | None = None) -> ElectionConfig:
         cfg = cls(
-            namespace=namespace or default_namespace(),
-            name=os.environ.get("PGCURATOR_LEADER_ELECTION_NAME") or DEFAULT_LEASE_NAME,
-            identity=os.environ.get("PGCURATOR_LEADER_ELECTION_ID") or default_identity(),
-            lease_duration=_env_float("PGCURATOR_LEASE_DURATION", 30.0),
-            renew_deadline=_env_float("PGCURATOR_LEASE_RENEW_DEADLINE", 20.0),
-            renew_interval=_env_float("PGCURATOR_LEASE_RENEW_INTERVAL", 10.0),
-            retry_period=_env_float("PGCURATOR_LEASE_RETRY_PERIOD", 2.0),
+            namespace=namespace or default_namespace(settings.leader_election_namespace or settings.pod_namespace),
+            name=settings.leader_election_name or DEFAULT_LEASE_NAME,
+            identity=settings.leader_election_id or default_identity(settings.pod_name),
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.lease_renew_deadline,
+            renew_interval=settings.lease_renew_interval,
+            retry_period=settings.lease_retry_period,
         )
         cfg.validate()
         return cfg

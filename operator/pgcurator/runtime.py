@@ -1,66 +1,53 @@
 """Schedules reconciles: one worker task per resource, woken by spec changes and by its own
 timer. No kopf daemons or timers, because those add finalizers to every resource; a
-finalizer is added only where deletion has work to do (deletionPolicy: Delete)."""
+finalizer is added only where deletion has work to do (deletionPolicy: Delete).
+
+A worker is a guarded eternal task (kopf's habit): whatever one iteration raises is logged,
+reported on the resource's status where the API lets us, and retried with backoff. Two tasks of
+the same resource never run at once: a new one starts only after the previous one has ended."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import asyncpg
 import pydantic
 
 from . import metrics
+from .backoff import Backoff
+from .db.metadata import ensure_metadata
 from .db.params import ConnParams, params_from_secret
-from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
-from .errors import CuratorError, LockBusy, PlanError, SecretProblem
+from .db.pools import PoolRegistry
+from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
+from .errors import CuratorError, SecretProblem
 from .kube import FINALIZER, GROUP, VERSION, Kube
 from .models.common import CommonSpec, DeletionPolicy
-from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Condition, Event, Outcome
+from .settings import Settings
 
 log = logging.getLogger("pgcurator")
 
-RETRY_MIN = float(os.environ.get("PGCURATOR_RETRY_MIN", "2"))
-# Transient failures (database or Secret) are retried with backoff up to this: a database that
-# comes back is noticed within this many seconds.
-RETRY_MAX = float(os.environ.get("PGCURATOR_RETRY_MAX", "20"))
-PLAN_ERROR_RETRY = float(os.environ.get("PGCURATOR_PLAN_ERROR_RETRY", "60"))
+__all__ = ["KindHandler", "Runtime", "Worker", "format_validation_error", "merge_conditions"]
 
-S = TypeVar("S", bound=CommonSpec)
-
-
-@dataclass(frozen=True)
-class KindHandler(Generic[S]):
-    kind: str
-    plural: str
-    model: type[S]
-    reconcile: Callable[[ReconcileContext, S], Awaitable[Outcome]]
-    schedule_seconds: Callable[[S], float]
-    # What the in-process lock serialises on (usually schema.table).
-    table_of: Callable[[S], str]
-    cleanup: Callable[[ReconcileContext, S], Awaitable[None]] | None = None
+Key = tuple[str, str, str]  # plural, namespace, name
+# How long a cancelled task may take to clean up (advisory unlock, connection release) before it
+# is cancelled again.
+CANCEL_GRACE = 30.0
 
 
-def format_validation_error(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"]) or "spec"
-        parts.append(f"spec.{loc}: {err['msg']}")
-    more = len(exc.errors()) - 5
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+def k8s_time(at: datetime | None = None) -> str:
+    """A Kubernetes `Time` (RFC 3339, seconds, Z)."""
+    return (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int) -> list[dict[str, Any]]:
     """Kubernetes conditions: lastTransitionTime moves only when status flips."""
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = k8s_time()
     previous = {c.get("type"): c for c in old or []}
     out = []
     for c in new:
@@ -87,9 +74,18 @@ class Worker:
         self.body = body
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.stopped = False  # cancelled by deactivate(): activate() starts it again
         self._last_warning: tuple[str, str] | None = None
-        self._failures = 0
         self._last_outcome = "unknown"
+        # Failed runs, and failed status writes (the API server may be away while the database is fine).
+        s = runtime.engine.settings
+        self.backoff = Backoff(s.retry_min, s.retry_max)
+        self.status_backoff = Backoff(s.retry_min, s.retry_max)
+
+    @property
+    def key(self) -> Key:
+        m = self.body["metadata"]
+        return (self.handler.plural, m["namespace"], m["name"])
 
     @property
     def name(self) -> str:
@@ -104,15 +100,42 @@ class Worker:
             self.wake.set()
 
     async def run(self) -> None:
+        """Returns only when the resource's deletion is done; cancellation ends it too."""
         while True:
             self.wake.clear()
             body = self.body
-            if body["metadata"].get("deletionTimestamp"):
-                await self._finalize(body)
-                return
-            delay = await self._reconcile_once(body)
+            try:
+                if body["metadata"].get("deletionTimestamp"):
+                    if await self._finalize(body):
+                        return
+                    delay: float | None = self.backoff.failure()
+                else:
+                    delay = await self._reconcile_once(body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self.backoff.failure()
+                if isinstance(exc, CuratorError):
+                    log.warning("%s: %s; retrying in %.0f s", self.name, exc.message, delay)
+                else:
+                    log.error("%s failed unexpectedly; retrying in %.0f s", self.name, delay, exc_info=exc)
+                await self._report(body, exc, delay)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+            # arrives as the wait ends, and a worker that ignores its cancel runs on beside its successor.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self.wake.wait()
+
+    async def _report(self, body: dict[str, Any], exc: Exception, delay: float) -> None:
+        """Put a failure outside the reconcile itself (finalizer, status, events) on the status, if the API lets us."""
+        reason = exc.reason if isinstance(exc, CuratorError) else "InternalError"
+        message = exc.message if isinstance(exc, CuratorError) else f"{type(exc).__name__}: {exc}"
+        outcome = Outcome.degraded(reason, f"{message}; retrying in {delay:.0f} s", requeue_after=delay)
+        outcome.events = []  # the API is likely what failed: no Event storm while it is away
+        try:
+            await self._publish(body, outcome, int(body["metadata"].get("generation", 0)))
+        except Exception as again:
+            log.debug("could not report the failure of %s either: %r", self.name, again)
 
     async def _post(self, body: dict[str, Any], ev: Event) -> None:
         if ev.type == "Warning":
@@ -135,73 +158,14 @@ class Worker:
                     f"CA Secret {namespace}/{ref.ca_secret.name} or its key {ref.ca_secret.key!r} not found",
                     reason="SecretNotFound",
                 )
-            import base64
-
             ca_pem = base64.b64decode(ca_data[ref.ca_secret.key]).decode()
         return params_from_secret(f"{namespace}/{ref.secret_name}", data, ref, ca_pem)
 
-    async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
-        started = time.monotonic()
-        delay = await self._reconcile_outcome(body)
-        metrics.observe_reconcile(self.handler.kind, self._last_outcome, time.monotonic() - started)
-        return delay
-
-    async def _reconcile_outcome(self, body: dict[str, Any]) -> float | None:
+    def surroundings(self, body: dict[str, Any]) -> Surroundings:
         meta = body["metadata"]
-        generation = int(meta.get("generation", 0))
-        namespace = meta["namespace"]
-        try:
-            spec = self.handler.model.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError as exc:
-            outcome = Outcome.degraded("InvalidSpec", format_validation_error(exc))
-            await self._publish(body, outcome, generation)
-            return None  # wait for the spec to change
-        schedule = self.handler.schedule_seconds(spec)
-        await self.runtime.kube.set_finalizer(
-            self.handler.plural, body, spec.deletion_policy is DeletionPolicy.Delete
-        )
-        params: ConnParams | None = None
-        try:
-            params = await self._params(spec, namespace)
-            lock = self.runtime.table_lock(params, self.handler.table_of(spec))
-            async with lock, self.runtime.pools.connection(params, spec.timeouts) as conn:
-                ctx = self._context(conn, body, params, spec)
-                outcome = await self.handler.reconcile(ctx, spec)
-            self._failures = 0
-        except LockBusy as exc:
-            outcome = Outcome.progressing(exc.reason, exc.message, requeue_after=15)
-        except PlanError as exc:
-            outcome = Outcome.degraded(exc.reason, exc.message, requeue_after=min(schedule, PLAN_ERROR_RETRY))
-        except CuratorError as exc:
-            self._failures += 1
-            retry = min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)) if exc.transient else schedule
-            outcome = Outcome.degraded(exc.reason, exc.message, requeue_after=retry)
-        except CONNECTION_LOST as exc:
-            self._failures += 1
-            err = (describe_connect_error(params, exc) if params is not None else
-                   CuratorError(f"cannot reach the Kubernetes API to read the Secret: {exc}", reason="ApiUnreachable"))
-            outcome = Outcome.degraded(err.reason, err.message,
-                                       requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)))
-        except asyncpg.InsufficientPrivilegeError as exc:
-            # a GRANT fixes it: said plainly, retried with backoff, no traceback
-            self._failures += 1
-            who = f"role {params.user}" if params is not None else "the operator's role"
-            outcome = Outcome.degraded(
-                "InsufficientPrivilege", f"{who} lacks a privilege: {exc}",
-                requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)),
-            )
-        except Exception as exc:  # a bug or an unexpected server answer: report it, keep the worker alive
-            log.exception("reconcile of %s failed unexpectedly", self.name)
-            self._failures += 1
-            outcome = Outcome.degraded(
-                "InternalError", f"{type(exc).__name__}: {exc}",
-                requeue_after=min(RETRY_MAX, RETRY_MIN * 2 ** (self._failures - 1)),
-            )
-        await self._publish(body, outcome, generation)
-        return outcome.requeue_after if outcome.requeue_after is not None else schedule
 
-    def _context(self, conn: Any, body: dict[str, Any], params: ConnParams, spec: CommonSpec) -> ReconcileContext:
-        meta = body["metadata"]
+        async def params(spec: CommonSpec) -> ConnParams:
+            return await self._params(spec, meta["namespace"])
 
         async def emit(ev: Event) -> None:
             await self._post(body, ev)
@@ -212,14 +176,37 @@ class Worker:
             except Exception:
                 log.warning("could not write progress of %s", self.name)
 
-        return ReconcileContext(
-            conn=conn, resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
-            params=params, pools=self.runtime.pools, kube=self.runtime.kube, emit=emit,
-            publish_progress=progress, timeouts=spec.timeouts, alive=self.runtime.resource_alive,
-            wake=self.runtime.wake, peers=self.runtime.bodies,
-        )
+        return Surroundings(resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
+                            params=params, emit=emit, progress=progress, kube=self.runtime.kube,
+                            alive=self.runtime.resource_alive, wake=self.runtime.wake, peers=self.runtime.bodies)
 
-    async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> None:
+    async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
+        started = time.monotonic()
+        delay = await self._reconcile_outcome(body)
+        metrics.observe_reconcile(self.handler.kind, self._last_outcome, time.monotonic() - started)
+        return delay
+
+    async def _reconcile_outcome(self, body: dict[str, Any]) -> float | None:
+        generation = int(body["metadata"].get("generation", 0))
+        try:
+            spec = self.handler.model.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            outcome = Outcome.degraded("InvalidSpec", format_validation_error(exc))
+            if not await self._publish(body, outcome, generation):
+                return self.status_backoff.failure()
+            return None  # wait for the spec to change
+        schedule = self.handler.schedule_seconds(spec)
+        await self.runtime.kube.set_finalizer(
+            self.handler.plural, body, spec.deletion_policy is DeletionPolicy.Delete
+        )
+        outcome = await self.runtime.engine.reconcile(self.handler, spec, self.surroundings(body), self.backoff)
+        delay = outcome.requeue_after if outcome.requeue_after is not None else schedule
+        if not await self._publish(body, outcome, generation):
+            delay = min(delay, self.status_backoff.failure())  # the status must catch up soon
+        return delay
+
+    async def _publish(self, body: dict[str, Any], outcome: Outcome, generation: int) -> bool:
+        """Events and the status; False when the status could not be written (the API is away)."""
         for ev in outcome.events:
             await self._post(body, ev)
         if not any(c.type == "Degraded" and c.status for c in outcome.conditions):
@@ -231,31 +218,38 @@ class Worker:
         ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
         status["ready"] = "True" if ready and ready.status else "False"
         status["reason"] = ready.reason if ready else ""
-        status["lastReconcileTime"] = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        status["lastReconcileTime"] = k8s_time()
         self._last_outcome = next((c.type.lower() for c in outcome.conditions if c.status), "unknown")
         metrics.observe_status(self.handler.kind, body["metadata"]["namespace"], body["metadata"]["name"], status)
+        log.info("%s: %s", self.name, "; ".join(f"{c.type}={c.status} {c.reason}" for c in outcome.conditions[:1]))
         try:
             await self.runtime.kube.patch_status(self.handler.plural, body["metadata"]["namespace"],
                                                  body["metadata"]["name"], status)
-        except Exception:
-            log.exception("could not write the status of %s", self.name)
-        log.info("%s: %s", self.name, "; ".join(f"{c.type}={c.status} {c.reason}" for c in outcome.conditions[:1]))
+        except CuratorError as exc:
+            log.warning("could not write the status of %s: %s", self.name, exc.message)
+            return False
+        self.status_backoff.success()
+        return True
 
-    async def _finalize(self, body: dict[str, Any]) -> None:
+    async def _finalize(self, body: dict[str, Any]) -> bool:
+        """True when deletion may proceed; False to try again after a backoff."""
         if FINALIZER not in (body["metadata"].get("finalizers") or []):
-            return
+            return True
         try:
             spec = self.handler.model.model_validate(body.get("spec") or {})
-            if self.handler.cleanup is not None and spec.deletion_policy is DeletionPolicy.Delete:
-                params = await self._params(spec, body["metadata"]["namespace"])
-                async with self.runtime.pools.connection(params, spec.timeouts) as conn:
-                    await self.handler.cleanup(self._context(conn, body, params, spec), spec)
+            if spec.deletion_policy is DeletionPolicy.Delete:
+                await self.runtime.engine.cleanup(self.handler, spec, self.surroundings(body))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            await self._post(body, Event("Warning", "CleanupFailed", f"{exc}; retrying"))
-            await asyncio.sleep(RETRY_MAX)
-            self.runtime.restart(self)
-            return
+            if not isinstance(exc, CuratorError):
+                log.error("cleanup of %s failed unexpectedly", self.name, exc_info=exc)
+            message = exc.message if isinstance(exc, CuratorError) else f"{type(exc).__name__}: {exc}"
+            await self._post(body, Event("Warning", "CleanupFailed", f"{message}; retrying"))
+            return False
         await self.runtime.kube.set_finalizer(self.handler.plural, body, False)
+        self.backoff.success()
+        return True
 
 
 class Runtime:
@@ -263,18 +257,22 @@ class Runtime:
     about but run nothing until `activate()` (leader.py decides)."""
 
     def __init__(self, kube: Kube, handlers: list[KindHandler[Any]], pools: PoolRegistry | None = None,
-                 active: bool = True) -> None:
+                 active: bool = True, prepare: Prepare | None = ensure_metadata,
+                 settings: Settings | None = None) -> None:
         self.active = active
         self.kube = kube
         self.handlers = {h.plural: h for h in handlers}
-        self.pools = pools or PoolRegistry()
-        self.workers: dict[tuple[str, str, str], Worker] = {}
-        self._table_locks: dict[str, asyncio.Lock] = {}
+        self.engine = Engine(pools or PoolRegistry(), prepare, settings)
+        self.workers: dict[Key, Worker] = {}
+        # The newest task started per resource, until it ends: the next one waits for it.
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+
+    @property
+    def pools(self) -> PoolRegistry:
+        return self.engine.pools
 
     def table_lock(self, params: ConnParams, table: str) -> asyncio.Lock:
-        """In-process guard: one run per table at a time (the advisory lock guards across replicas)."""
-        key = f"{params.host}:{params.port}/{params.dbname}/{table}"
-        return self._table_locks.setdefault(key, asyncio.Lock())
+        return self.engine.table_lock(params, table)
 
     async def resource_alive(self, resource: str) -> bool:
         """`Kind/namespace/name` still exists in the API (errors count as alive: never take over
@@ -317,7 +315,7 @@ class Runtime:
                 self.restart(worker)
             return
         if worker is not None and worker.task is not None:
-            worker.task.cancel()
+            worker.task.cancel()  # the resource was replaced: its successor starts once this has ended
         worker = Worker(self, self.handlers[plural], body)
         self.workers[key] = worker
         self.restart(worker)
@@ -325,13 +323,43 @@ class Runtime:
     def restart(self, worker: Worker) -> None:
         if not self.active:
             return  # a follower: the leader acts; activate() starts this worker if we take over
-        worker.task = asyncio.create_task(worker.run(), name=worker.name)
+        key = worker.key
+        previous = self._tasks.get(key)
+        worker.stopped = False
+        task = asyncio.create_task(self._guarded(worker, previous), name=worker.name)
+        worker.task = task
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._ended(worker, key, t))
+
+    async def _guarded(self, worker: Worker, previous: asyncio.Task[None] | None) -> None:
+        while previous is not None and not previous.done():  # never two runs of one resource at once
+            if not previous.cancelling():
+                previous.cancel()  # once: a second cancel would interrupt its cleanup (unlock, release)
+            await asyncio.wait({previous}, timeout=CANCEL_GRACE)
+            if not previous.done():
+                log.warning("the previous task of %s ignores its cancellation; cancelling again", worker.name)
+                previous.cancel()
+        await worker.run()
+
+    def _ended(self, worker: Worker, key: Key, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if task.cancelled() or task.exception() is None:
+            return
+        # run() catches every Exception; this is the last guard (e.g. a bug in the guard itself).
+        delay = worker.backoff.failure()
+        log.error("worker %s ended unexpectedly; restarting in %.0f s", worker.name, delay, exc_info=task.exception())
+        asyncio.get_running_loop().call_later(delay, self._restart_if_current, worker, task)
+
+    def _restart_if_current(self, worker: Worker, task: asyncio.Task[None]) -> None:
+        if self.workers.get(worker.key) is worker and worker.task is task:
+            self.restart(worker)
 
     def activate(self) -> None:
         """Became the leader: start a worker for every resource known so far."""
         self.active = True
         for worker in list(self.workers.values()):
-            if worker.task is None or worker.task.done():
+            if worker.task is None or worker.task.done() or worker.stopped:
                 self.restart(worker)
 
     def deactivate(self) -> None:
@@ -340,7 +368,7 @@ class Runtime:
         for worker in self.workers.values():
             if worker.task is not None:
                 worker.task.cancel()
-                worker.task = None
+                worker.stopped = True
 
     def count_by_kind(self) -> dict[str, int]:
         out = {h.kind: 0 for h in self.handlers.values()}
@@ -349,7 +377,7 @@ class Runtime:
         return out
 
     async def stop(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

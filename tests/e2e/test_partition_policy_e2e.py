@@ -184,6 +184,8 @@ def test_dry_run_shows_plan_and_changes_nothing(cluster: ControlPlane, namespace
     ("spec", "needle"),
     [
         ({"range": {"column": "server_timestamp", "interval": "13 fortnights"}}, "spec.range.interval"),
+        ({"range": {"column": "server_timestamp", "interval": "11 years"}}, "spec.range.interval"),
+        ({"range": {"column": "server_timestamp", "interval": "3661 days"}}, "spec.range.interval"),
         ({"range": {"column": "server_timestamp", "interval": "1 month", "premake": -1}}, "spec.range.premake"),
         ({"range": {"column": "server_timestamp", "interval": "1 month", "width": 10}}, "exactly one of"),
         ({"table": {"name": "x" * 70}}, "spec.table.name"),

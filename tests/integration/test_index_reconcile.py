@@ -290,9 +290,9 @@ async def test_spec_postgres_refuses_is_reported_before_any_ddl(ctx: ReconcileCo
 async def test_progress_is_published_while_a_build_runs(ctx: ReconcileContext,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import pgcurator.reconcile.context as context_module
-    import pgcurator.reconcile.index as index_module
+    import pgcurator.reconcile.index_build as index_build
 
-    monkeypatch.setattr(index_module, "PROGRESS_POLL_SECONDS", 0.02)
+    monkeypatch.setattr(index_build, "PROGRESS_POLL_SECONDS", 0.02)
     monkeypatch.setattr(context_module, "PROGRESS_MIN_INTERVAL", 0.0)
     conn = ctx.conn
     await conn.execute(SEED_002)
@@ -388,3 +388,18 @@ async def test_delete_policy_drops_only_indexes_this_resource_built(ctx: Reconci
     assert ready(await reconcile_index_policy(ctx, policy))
     await cleanup_index_policy(ctx, policy)
     assert set(await indexdefs(conn, "sessions")) == {"sessions_pkey", "idx_sessions_session_key"}
+
+
+async def test_prune_on_a_partition_leaves_the_parent_policys_indexes(ctx: ReconcileContext) -> None:
+    conn = ctx.conn
+    await conn.execute(SEED_003)
+    assert ready(await reconcile_index_policy(ctx, spec(seed_003_policy())))
+    children = set(await indexdefs(conn, "articles_2025_01"))
+    assert len(children) == 2
+    # Another policy manages one partition on its own, pruning what it does not declare.
+    part = {"database": {"secretName": "app-db"}, "table": {"name": "articles_2025_01"}, "prune": True,
+            "indexes": [{"name": "idx_jan_title", "columns": [{"column": "title"}]}]}
+    out = await reconcile_index_policy(ctx, spec(part))
+    assert ready(out), out.conditions
+    assert set(await indexdefs(conn, "articles_2025_01")) == children | {"idx_jan_title"}
+    assert reason(await reconcile_index_policy(ctx, spec(part))) == "UpToDate"

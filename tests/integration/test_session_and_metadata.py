@@ -14,6 +14,7 @@ from pgcurator.db import ownership
 from pgcurator.db.metadata import VERSION, MetadataTooNew, ensure_metadata
 from pgcurator.db.params import params_from_url
 from pgcurator.db.pools import PoolRegistry
+from pgcurator.db.session import prepare_session
 from pgcurator.devenv.postgres import EmbeddedPostgres
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.reconcile.partition import reconcile_partition_policy
@@ -91,6 +92,7 @@ async def test_database_defaults_never_change_the_plan(pg: EmbeddedPostgres, dbn
     try:
         async with pools.connection(params_from_url(db_url), policy().timeouts) as pooled:
             assert await pooled.fetchval("SHOW DateStyle") == "ISO, MDY"
+            assert await pooled.fetchval("SELECT current_schemas(false)") == ["public"]
             first = await reconcile_partition_policy(pooled, policy(), resource=RESOURCE, now=NOW)
             assert reason(first) == "Applied", first.conditions
             assert first.status["coveredUntil"] == "2027-03-01T00:00:00+00:00"
@@ -102,6 +104,16 @@ async def test_database_defaults_never_change_the_plan(pg: EmbeddedPostgres, dbn
         "SELECT pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'public.event_logs'::regclass ORDER BY 1")
     assert bounds[0]["b"] == "FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')"
+
+
+async def test_pinning_an_outside_connection(conn: asyncpg.Connection) -> None:
+    """A connection not opened by our pools (a test's, `pgcurator apply` with a caller's session)
+    gets the same settings; search_path a list, not one schema named '"$user", public'."""
+    await conn.execute("SET DateStyle = 'German'; SET search_path = nowhere")
+    await prepare_session(conn, policy().timeouts)
+    assert await conn.fetchval("SHOW DateStyle") == "ISO, MDY"
+    assert await conn.fetchval("SELECT current_schemas(false)") == ["public"]
+    assert await conn.fetchval("SHOW lock_timeout") == "500ms"
 
 
 async def test_metadata_upgrades_from_before_versions_and_refuses_newer(conn: asyncpg.Connection) -> None:

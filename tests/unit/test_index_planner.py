@@ -208,6 +208,34 @@ def test_prune_only_when_asked_and_never_constraints() -> None:
     assert on.statements() == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."stray"']
 
 
+def test_prune_never_drops_what_another_resource_manages() -> None:
+    obs = observe(existing(), existing("idx_other", tail="USING btree (x)"),
+                  existing("idx_other_pgc_new", tail="USING btree (x, y)"),
+                  existing("vec_hnsw_idx", tail="USING hnsw (embedding vector_l2_ops)",
+                           comment="pgcurator VectorIndex 0123456789abcdef"),
+                  existing("stray", tail="USING btree (y)"))
+    foreign = {("public", "idx_other"): "IndexPolicy/ns/b", ("public", "idx_other_pgc_new"): "IndexPolicy/ns/b"}
+    plan = plan_indexes(spec(prune=True), obs, {"idx_a": REF}, foreign)
+    assert plan.statements() == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."stray"']
+    assert plan.prunable == ["stray"]
+    assert any("idx_other is managed by IndexPolicy/ns/b" in n for n in plan.notes)
+    assert any("vec_hnsw_idx is managed by a VectorIndex" in n for n in plan.notes)
+
+
+def test_prune_on_a_partition_leaves_indexes_attached_to_the_parents_index() -> None:
+    obs = observe(existing(), existing("sessions_p1_idx_parent", tail="USING btree (x)", parent_index="idx_parent"))
+    plan = plan_indexes(spec(prune=True), obs, {"idx_a": REF})
+    assert plan.empty and plan.prunable == []
+
+
+def test_a_partition_index_another_resource_manages_is_not_attached() -> None:
+    theirs = PartitionTable("public", "p0", "r", 5, [existing("p0_theirs")])
+    plan = plan_indexes(spec(), partitioned(parts=[theirs]), {"idx_a": REF}, {("public", "p0_theirs"): "X/ns/x"})
+    (job,) = plan.jobs
+    assert [s.kind for s in job.steps] == ["create_index", "attach_index"]
+    assert "p0_theirs" not in " ".join(job.steps[1].statements)
+
+
 def partitioned(*parent: IndexInfo, parts: list[PartitionTable]) -> IndexObservation:
     return IndexObservation(schema="public", name="sessions", exists=True, relkind="p", indexes=list(parent),
                             partitions=parts)

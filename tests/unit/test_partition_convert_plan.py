@@ -49,7 +49,7 @@ def test_shadow_covers_every_row_from_the_oldest_and_keeps_final_names() -> None
     plain = PlainTable(primary_key=["id", "server_timestamp"],
                        min_key=datetime(2026, 8, 17, tzinfo=UTC), max_key=datetime(2026, 11, 20, tzinfo=UTC),
                        outbound_fks=[("fk_player", "FOREIGN KEY (player_id) REFERENCES players(id)")],
-                       grants=['GRANT SELECT ON {table} TO "reporting"'])
+                       grants=[("SELECT", "reporting", False)])
     stmts = shadow_statements(convert_spec(range={"premake": 1}), plain_obs(), plain, NOW)  # type: ignore[arg-type]
     shadow = f'"public"."{shadow_name("event_logs")}"'
     assert stmts[0] == (f'CREATE TABLE {shadow} (LIKE "public"."event_logs" INCLUDING ALL) '

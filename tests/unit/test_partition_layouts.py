@@ -80,7 +80,8 @@ def test_complete_layout_plans_nothing_and_missing_hash_child_is_recreated() -> 
 def test_list_values_held_elsewhere_are_blocked_not_forced() -> None:
     parts = [PartitionInfo("public", "legacy", "FOR VALUES IN ('star', 'planet')")]
     plan, _ = plan_policy(PartitionPolicySpec.model_validate(CELESTIAL), celestial(parts), NOW)
-    assert any("already held by legacy" in b for b in plan.blocked)
+    assert {b.reason for b in plan.blocked} == {"ListValuesTaken"}
+    assert any("already held by legacy" in b.message for b in plan.blocked)
     assert "celestial_bodies_stars" not in [s.target for s in plan.steps]
 
 
@@ -153,7 +154,8 @@ def test_default_rows_in_a_new_range_block_that_step_only() -> None:
     plan, _ = plan_policy(spec(defaultPartition=True, range={"premake": 3}), obs, NOW)
     created = [s.target for s in plan.steps if s.kind == "create_partition"]
     assert created == ["event_logs_p2026_12", "event_logs_p2027_02"]
-    assert plan.blocked == ["3 rows in event_logs_default fall in ['2027-01-01 00:00:00+00:00', "
+    assert [b.reason for b in plan.blocked] == ["DefaultRowsConflict"]
+    assert [b.message for b in plan.blocked] == ["3 rows in event_logs_default fall in ['2027-01-01 00:00:00+00:00', "
                             "'2027-02-01 00:00:00+00:00'): partition event_logs_p2027_01 is not created (PostgreSQL "
                             "refuses it); set defaultRows.move: true to move them, or move them yourself"]
 

@@ -9,25 +9,19 @@ import pytest
 
 from pgcurator.catalog.vectors import ExistingVectorIndex, VectorColumn, VectorObservation
 from pgcurator.errors import PlanError
+from pgcurator.models.pgvector import select_opclass
 from pgcurator.models.vector import VectorIndexSpec, parse_quantity
-from pgcurator.planner.vector import (
-    COMMENT_PREFIX,
+from pgcurator.planner.vector import COMMENT_PREFIX, fingerprint, index_names, plan_vector_index
+from pgcurator.planner.vector_memory import (
     WORKER_RESERVE,
     MiB,
     auto_lists,
     build_settings,
     fewer_workers,
-    fingerprint,
     hnsw_element_bytes,
-    index_names,
     is_dsm_failure,
-    percentile,
-    plan_vector_index,
-    recall_at_k,
-    recommend,
-    search_values,
-    select_opclass,
 )
+from pgcurator.planner.vector_recall import percentile, recall_at_k, recommend, search_values
 
 TYPES = ["vector", "halfvec", "bit", "sparsevec"]
 METRICS = ["l2", "innerProduct", "cosine", "l1", "hamming", "jaccard"]

@@ -10,7 +10,7 @@ refused before anything touches the real table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ class IndexInfo:
     scans: int = 0
     last_scan: datetime | None = None
     created_at: datetime | None = None  # from our history, when we built it
+    comment: str | None = None
 
     @property
     def backs_constraint(self) -> bool:
@@ -58,6 +59,7 @@ class PartitionTable:
     relkind: str  # r plain, p partitioned (nested), f foreign
     estimated_rows: int
     indexes: list[IndexInfo] = field(default_factory=list)
+    oid: int = 0
 
 
 @dataclass
@@ -70,6 +72,7 @@ class IndexObservation:
     partitions: list[PartitionTable] = field(default_factory=list)
     estimated_rows: int = 0
     stats_reset: datetime | None = None
+    oid: int = 0
 
     @property
     def partitioned(self) -> bool:
@@ -81,15 +84,15 @@ class IndexObservation:
 
 _TABLE_SQL = """
 SELECT c.oid, c.relkind::text, greatest(c.reltuples, 0)::bigint AS est_rows
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm')
 """
 
 _PARTITIONS_SQL = """
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, greatest(c.reltuples, 0)::bigint
-  FROM pg_inherits i
-  JOIN pg_class c ON c.oid = i.inhrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE i.inhparent = $1 AND NOT i.inhdetachpending
  ORDER BY c.relname
 """
@@ -100,36 +103,37 @@ SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name,
        i.indrelid AS table_oid,
        pg_get_indexdef(i.indexrelid) AS definition, am.amname::text AS method,
        i.indisvalid AS valid, i.indisunique AS unique, i.indisprimary AS primary,
-       (SELECT con.conname::text FROM pg_constraint con
+       (SELECT con.conname::text FROM pg_catalog.pg_constraint con
          WHERE con.conindid = i.indexrelid AND con.contype IN ('p', 'u', 'x') LIMIT 1) AS constraint,
        ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k) AS keys,
        ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
                FROM generate_series(i.indnkeyatts + 1, i.indnatts) k) AS include,
        pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
        i.indclass::text AS opclasses, i.indoption::text AS options, i.indcollation::text AS collations,
-       (SELECT pc.relname::text FROM pg_inherits ih JOIN pg_class pc ON pc.oid = ih.inhparent
+       (SELECT pc.relname::text FROM pg_catalog.pg_inherits ih JOIN pg_catalog.pg_class pc ON pc.oid = ih.inhparent
          WHERE ih.inhrelid = i.indexrelid LIMIT 1) AS parent_index,
        ic.relkind = 'I' AS partitioned,
        ts.spcname::text AS tablespace,
+       pg_catalog.obj_description(i.indexrelid, 'pg_class') AS comment,
        CASE WHEN ic.relkind = 'I' THEN
-            coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_partition_tree(i.indexrelid) d
+            coalesce((SELECT sum(pg_relation_size(d.relid)) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
                        WHERE d.isleaf), 0)
             ELSE pg_relation_size(i.indexrelid) END::bigint AS size,
        CASE WHEN ic.relkind = 'I' THEN
-            coalesce((SELECT sum(s.idx_scan) FROM pg_partition_tree(i.indexrelid) d
-                       JOIN pg_stat_all_indexes s ON s.indexrelid = d.relid WHERE d.isleaf), 0)
+            coalesce((SELECT sum(s.idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
+                       JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = d.relid WHERE d.isleaf), 0)
             ELSE coalesce(s.idx_scan, 0) END::bigint AS scans,
        CASE WHEN ic.relkind = 'I' THEN
-            (SELECT max(s2.last_idx_scan) FROM pg_partition_tree(i.indexrelid) d
-               JOIN pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
+            (SELECT max(s2.last_idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
+               JOIN pg_catalog.pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
             ELSE s.last_idx_scan END AS last_scan
-  FROM pg_index i
-  JOIN pg_class ic ON ic.oid = i.indexrelid
-  JOIN pg_class t ON t.oid = i.indrelid
-  JOIN pg_namespace n ON n.oid = ic.relnamespace
-  JOIN pg_am am ON am.oid = ic.relam
-  LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
-  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
+  JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+  LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = ic.reltablespace
+  LEFT JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
  WHERE i.indrelid = ANY($1::oid[])
  ORDER BY ic.relname
 """
@@ -157,6 +161,7 @@ def _index(r: Any) -> IndexInfo:
         size_bytes=int(r["size"] or 0),
         scans=int(r["scans"] or 0),
         last_scan=r["last_scan"],
+        comment=r["comment"],
     )
 
 
@@ -166,26 +171,37 @@ async def observe_indexes(conn: Any, schema: str, name: str) -> IndexObservation
     if row is None:
         return obs
     obs.exists = True
+    obs.oid = int(row["oid"])
     obs.relkind = row["relkind"]
     obs.estimated_rows = int(row["est_rows"])
-    oids = [row["oid"]]
-    by_oid: dict[int, PartitionTable] = {}
     if obs.relkind == "p":
         for r in await conn.fetch(_PARTITIONS_SQL, row["oid"]):
-            part = PartitionTable(schema=r[1], name=r[2], relkind=r[3], estimated_rows=int(r[4]))
-            obs.partitions.append(part)
-            by_oid[int(r[0])] = part
-            oids.append(r[0])
-    for r in await conn.fetch(_INDEXES_SQL, oids):
-        info = _index(r)
-        if r["table_oid"] == row["oid"]:
-            obs.indexes.append(info)
-        else:
-            by_oid[int(r["table_oid"])].indexes.append(info)
+            obs.partitions.append(PartitionTable(schema=r[1], name=r[2], relkind=r[3], estimated_rows=int(r[4]),
+                                                 oid=int(r[0])))
+    await _read_indexes(conn, obs)
     obs.stats_reset = await conn.fetchval(
-        "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
+        "SELECT stats_reset FROM pg_catalog.pg_stat_database WHERE datname = current_database()"
     )
     return obs
+
+
+async def reread_indexes(conn: Any, obs: IndexObservation) -> IndexObservation:
+    """The same table and partitions with their indexes read again (one query): what a run that
+    built or dropped indexes left, for its status."""
+    fresh = replace(obs, indexes=[], partitions=[replace(p, indexes=[]) for p in obs.partitions])
+    if fresh.exists:
+        await _read_indexes(conn, fresh)
+    return fresh
+
+
+async def _read_indexes(conn: Any, obs: IndexObservation) -> None:
+    by_oid = {p.oid: p for p in obs.partitions}
+    for r in await conn.fetch(_INDEXES_SQL, [obs.oid, *by_oid]):
+        info = _index(r)
+        if r["table_oid"] == obs.oid:
+            obs.indexes.append(info)
+        elif int(r["table_oid"]) in by_oid:
+            by_oid[int(r["table_oid"])].indexes.append(info)
 
 
 async def reference_definitions(
@@ -213,7 +229,7 @@ async def reference_definitions(
             except asyncpg.PostgresError as exc:
                 raise SpecError(f"index {name}: PostgreSQL refuses the declared definition: {exc}") from None
             out[name] = await conn.fetchval(
-                "SELECT pg_get_indexdef(c.oid) FROM pg_class c WHERE c.relname = $1 "
+                "SELECT pg_get_indexdef(c.oid) FROM pg_catalog.pg_class c WHERE c.relname = $1 "
                 "AND c.relnamespace = pg_my_temp_schema()",
                 shape_index_name(i),
             )
@@ -234,7 +250,7 @@ _PROGRESS_SQL = """
 SELECT p.pid, p.relid::regclass::text AS table,
        CASE WHEN p.index_relid <> 0 THEN p.index_relid::regclass::text END AS index, p.phase,
        p.blocks_total, p.blocks_done, p.tuples_total, p.tuples_done, p.lockers_total, p.lockers_done
-  FROM pg_stat_progress_create_index p
+  FROM pg_catalog.pg_stat_progress_create_index p
  WHERE p.pid = ANY($1::int[])
 """
 

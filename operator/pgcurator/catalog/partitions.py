@@ -80,50 +80,50 @@ SELECT c.oid, c.relkind::text,
        pt.partexprs IS NOT NULL AS has_exprs,
        coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
                    FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), '{}') AS key_columns
-  FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), '{}') AS key_columns
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = c.oid
  WHERE n.nspname = $1 AND c.relname = $2
 """
 
 _COLUMNS_SQL = """
-SELECT a.attname::text, format_type(a.atttypid, NULL), a.attgenerated <> ''
-  FROM pg_attribute a
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL), a.attgenerated <> ''
+  FROM pg_catalog.pg_attribute a
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum
 """
 
 _PARTITIONS_SQL = """
-SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid) AS bound,
+SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound,
        i.inhdetachpending, greatest(c.reltuples, 0)::bigint AS est_rows,
-       pg_total_relation_size(c.oid) AS size, c.relkind::text, pt.partstrat::text AS strategy,
+       pg_catalog.pg_total_relation_size(c.oid) AS size, c.relkind::text, pt.partstrat::text AS strategy,
        coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
                    FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), '{}') AS key_columns,
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), '{}') AS key_columns,
        coalesce(c.reloptions, '{}') AS reloptions, ts.spcname::text AS tablespace,
-       coalesce((SELECT array_agg(ic.relname::text ORDER BY ic.relname) FROM pg_index x
-                   JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), '{}') AS index_names,
+       coalesce((SELECT array_agg(ic.relname::text ORDER BY ic.relname) FROM pg_catalog.pg_index x
+                   JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), '{}') AS index_names,
        i.inhparent, c.oid
-  FROM pg_inherits i
-  JOIN pg_class c ON c.oid = i.inhrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
-  LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
- WHERE i.inhparent = $1 OR i.inhparent IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1)
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = c.oid
+  LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = c.reltablespace
+ WHERE i.inhparent = $1 OR i.inhparent IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1)
  ORDER BY c.relname
 """
 
 _MARKED_SQL = """
-SELECT c.relname::text, obj_description(c.oid, 'pg_class')
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND obj_description(c.oid, 'pg_class') = ANY($2::text[])
+   AND pg_catalog.obj_description(c.oid, 'pg_class') = ANY($2::text[])
 """
 
 _LOOSE_SQL = """
 SELECT c.relname::text
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE $2
 """
 
@@ -150,7 +150,7 @@ def _info(r: Any) -> PartitionInfo:
 async def observe_table(conn: Any, schema: str, name: str, key_column: str | None = None) -> TableObservation:
     """Read the table, its partitions (two levels) and the numbers the planner and status need."""
     obs = TableObservation(schema=schema, name=name)
-    obs.tablespaces = {r[0] for r in await conn.fetch("SELECT spcname::text FROM pg_tablespace")}
+    obs.tablespaces = {r[0] for r in await conn.fetch("SELECT spcname::text FROM pg_catalog.pg_tablespace")}
     row = await conn.fetchrow(_TABLE_SQL, schema, name)
     if row is None:
         return obs

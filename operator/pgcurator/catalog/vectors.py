@@ -41,6 +41,7 @@ class VectorObservation:
     extension_version: str | None = None  # installed in this database
     extension_available: str | None = None  # default_version the server offers
     table_exists: bool = False
+    table_oid: int | None = None
     relkind: str | None = None
     column: VectorColumn | None = None
     estimated_rows: int = 0  # rows the index would cover (non-null, matching the predicate)
@@ -57,17 +58,17 @@ SELECT c.relname AS name, i.indisvalid AS valid, am.amname AS method, opc.opcnam
        a.attname AS column, c.reloptions AS options, pg_get_expr(i.indpred, i.indrelid) AS predicate,
        obj_description(c.oid, 'pg_class') AS comment, pg_relation_size(c.oid) AS size,
        c.reltuples AS tuples, pg_get_indexdef(c.oid) AS definition
-  FROM pg_index i
-  JOIN pg_class c ON c.oid = i.indexrelid
-  JOIN pg_am am ON am.oid = c.relam
-  JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+  JOIN pg_catalog.pg_am am ON am.oid = c.relam
+  JOIN pg_catalog.pg_opclass opc ON opc.oid = i.indclass[0]
+  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
  WHERE i.indrelid = $1 AND am.amname = ANY($2::text[])
 """
 
 _COLUMN = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type_name, t.typname, a.atttypmod
-  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 """
 
@@ -92,6 +93,11 @@ async def vector_indexes(conn: Any, table_oid: int) -> list[ExistingVectorIndex]
     return [index_from_row(r) for r in await conn.fetch(_INDEXES, table_oid, list(VECTOR_AMS))]
 
 
+async def read_vector_index(conn: Any, table_oid: int, name: str) -> ExistingVectorIndex | None:
+    """One index of the table as it is now (after a build: its size and rows for the status)."""
+    return next((i for i in await vector_indexes(conn, table_oid) if i.name == name), None)
+
+
 async def estimate_rows(conn: Any, schema: str, table: str, column: str, where: str | None) -> int:
     """The planner's estimate of the rows the index covers: cheap on any table size."""
     cond = f"{ident(column)} IS NOT NULL" + (f" AND ({where})" if where else "")
@@ -104,17 +110,17 @@ async def observe_vector_table(
     conn: Any, schema: str, table: str, column: str, names: list[str], where: str | None = None
 ) -> VectorObservation:
     obs = VectorObservation()
-    obs.extension_version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    obs.extension_version = await conn.fetchval("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector'")
     obs.extension_available = await conn.fetchval(
-        "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+        "SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'vector'")
     obs.max_parallel_workers = int(await conn.fetchval("SELECT current_setting('max_parallel_workers')::int"))
     row = await conn.fetchrow(
-        "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm')", schema, table)
     if row is None:
         return obs
     oid = row["oid"]
-    obs.table_exists, obs.relkind = True, row["relkind"]
+    obs.table_exists, obs.table_oid, obs.relkind = True, int(oid), row["relkind"]
     col = await conn.fetchrow(_COLUMN, oid, column)
     if col is not None:
         typname, typmod = col["typname"], col["atttypmod"]
@@ -127,13 +133,13 @@ async def observe_vector_table(
             obs.other_indexes.append(idx.name)
     # A relation of one of our names that is not a vector index of this table blocks the build.
     clash = await conn.fetch(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])", schema, list(managed - set(obs.indexes)))
     if clash:
         raise PlanError(f"{schema}.{clash[0]['relname']} already exists and is not a vector index on "
                         f"{schema}.{table}.{column}: choose another indexName", reason="NameConflict")
     obs.build_in_progress = bool(await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = $1", oid))
+        "SELECT count(*) FROM pg_catalog.pg_stat_progress_create_index WHERE relid = $1", oid))
     if obs.column is not None and obs.column.base_type in ("vector", "halfvec", "bit", "sparsevec"):
         obs.estimated_rows = await estimate_rows(conn, schema, table, column, where)
         if obs.column.base_type == "sparsevec":

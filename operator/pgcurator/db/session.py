@@ -42,8 +42,11 @@ def limit_statements(timeouts: Timeouts) -> str:
 
 
 def pin_statements() -> str:
-    return "; ".join(f"SET {name} = {literal(value)}" for name, value in PINNED_SETTINGS.items()
-                     if name != "application_name")
+    # set_config() takes the value as the startup packet does: `SET search_path = '"$user", public'`
+    # would set one schema of that literal name.
+    calls = ", ".join(f"pg_catalog.set_config({literal(name)}, {literal(value)}, false)"
+                      for name, value in PINNED_SETTINGS.items() if name != "application_name")
+    return f"SELECT {calls}"
 
 
 async def prepare_session(conn: Any, timeouts: Timeouts | None, *, pin: bool = True) -> None:

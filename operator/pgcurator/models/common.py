@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
+from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
@@ -205,3 +207,41 @@ class TableRef(StrictModel):
     @property
     def qualified(self) -> str:
         return f"{self.schema_}.{self.name}"
+
+
+class Schedule(StrictModel):
+    """When a resource is re-observed, for every kind: an interval, or a cron expression replacing it."""
+
+    interval: Duration = Field(
+        default="1h",
+        description="How often the resource is re-observed and its drift repaired, even when the spec has not "
+        "changed (e.g. a partition or an index dropped by hand is recreated).",
+    )
+    cron: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Cron expression (5 fields, UTC), e.g. '0 3 * * *'; replaces interval when set.",
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _min(cls, v: str) -> str:
+        if parse_duration(v) < 1:
+            raise ValueError("schedule.interval must be at least 1s")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and (len(v.split()) != 5 or not croniter.is_valid(v)):
+            raise ValueError(f"{v!r} is not a 5-field cron expression such as '0 3 * * *'")
+        return v
+
+
+def schedule_seconds(schedule: Schedule, now: datetime | None = None) -> float:
+    """Seconds until the next run: the cron expression's next time (UTC) when set, else the interval."""
+    if schedule.cron:
+        now = now or datetime.now(UTC)
+        nxt: datetime = croniter(schedule.cron, now).get_next(datetime)
+        return max(1.0, (nxt - now).total_seconds())
+    return parse_duration(schedule.interval)

@@ -9,8 +9,16 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import SpecError
 from ..sql.expressions import validate_expression, validate_predicate
-from .common import CommonSpec, Duration, Identifier, StrictModel, TableRef, check_identifier, parse_duration
-from .partition import Schedule
+from .common import (
+    CommonSpec,
+    Duration,
+    Identifier,
+    Schedule,
+    StrictModel,
+    TableRef,
+    check_identifier,
+    parse_duration,
+)
 
 
 class IndexMethod(StrEnum):

@@ -9,9 +9,42 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import CommonSpec, Duration, Identifier, StrictModel, TableRef, check_identifier, parse_duration
+from ..sql.quote import MAX_IDENTIFIER_BYTES
+from .common import (
+    CommonSpec,
+    Identifier,
+    Schedule,
+    StrictModel,
+    TableRef,
+    check_identifier,
+)
+from .partition_template import (
+    ConvertSpec,
+    DefaultRows,
+    PartitionTemplate,
+    check_suffix_name,
+)
 
-INTERVAL_PATTERN = r"^([1-9][0-9]{0,3}) (hour|day|week|month|year)s?$"
+# One partition spans at most about ten years (hours: up to 9999). Written per unit so the CRD's
+# pattern refuses the same values the model does.
+_MAX_N = {
+    "hour": r"[1-9][0-9]{0,3}",                                            # 1 .. 9999
+    "day": r"[1-9][0-9]{0,2}|[1-2][0-9]{3}|3[0-5][0-9]{2}|36[0-5][0-9]|3660",  # 1 .. 3660
+    "week": r"[1-9][0-9]?|[1-4][0-9]{2}|5[01][0-9]|52[0-2]",               # 1 .. 522
+    "month": r"[1-9][0-9]?|1[01][0-9]|120",                                # 1 .. 120
+    "year": r"[1-9]|10",                                                   # 1 .. 10
+}
+INTERVAL_PATTERN = "^(" + "|".join(f"({n}) {u}s?" for u, n in _MAX_N.items()) + ")$"
+# Days one unit may span at most: bounds how far premake and retention reach.
+_UNIT_DAYS = {"hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
+# The newest premade partition ends at most this far ahead, and retention reaches at most this far
+# back: every bound then stays within the years a date can hold (1 .. 9999) for any current time
+# between 1900 and 2200 (tested over that range).
+MAX_PREMAKE_DAYS = 200 * 365
+MAX_KEEP_DAYS = 1000 * 365
+# Tables one run may create (each a catalog entry, a lock and a file): far beyond any layout in use,
+# well below what makes planning or the catalog struggle.
+MAX_TABLES_PER_RUN = 20_000
 
 
 class IntervalUnit(StrEnum):
@@ -23,13 +56,19 @@ class IntervalUnit(StrEnum):
 
 
 def parse_interval(text: str) -> tuple[int, IntervalUnit]:
-    """`1 month` -> (1, month). Anything else, e.g. `13 fortnights`, is refused."""
-    m = re.fullmatch(INTERVAL_PATTERN, text.strip())
-    if not m:
+    """`1 month` -> (1, month). Anything else, e.g. `13 fortnights` or `11 years`, is refused."""
+    if not re.fullmatch(INTERVAL_PATTERN, text.strip()):
         raise ValueError(
-            f"interval {text!r} is not understood: use '<n> hour|day|week|month|year', e.g. '1 month' or '7 days'"
+            f"interval {text!r} is not understood: use '<n> hour|day|week|month|year' of at most about ten "
+            "years (9999 hours, 3660 days, 522 weeks, 120 months, 10 years), e.g. '1 month' or '7 days'"
         )
-    return int(m.group(1)), IntervalUnit(m.group(2))
+    n, unit = text.split()
+    return int(n), IntervalUnit(unit.removesuffix("s"))
+
+
+def interval_days(text: str) -> float:
+    n, unit = parse_interval(text)
+    return n * _UNIT_DAYS[unit.value]
 
 
 class RangeSpec(StrictModel):
@@ -37,7 +76,9 @@ class RangeSpec(StrictModel):
     interval: str | None = Field(
         default=None,
         pattern=INTERVAL_PATTERN,
-        description="Width of each partition for a time column: '<n> hour|day|week|month|year' (e.g. '1 month').",
+        description="Width of each partition for a time column: '<n> hour|day|week|month|year' (e.g. '1 month'), "
+        "at most about ten years; premake partitions of it reach at most 200 years ahead, retention.keep at most "
+        "1000 years back.",
     )
     width: int | None = Field(
         default=None, ge=1, description="Width of each partition for an integer column."
@@ -75,6 +116,10 @@ class RangeSpec(StrictModel):
     def _one_of(self) -> RangeSpec:
         if (self.interval is None) == (self.width is None):
             raise ValueError("set exactly one of range.interval (time column) or range.width (integer column)")
+        if self.interval is not None and (self.premake + 1) * interval_days(self.interval) > MAX_PREMAKE_DAYS:
+            raise ValueError(
+                f"range.premake: {self.premake} partitions of {self.interval} beyond the current one reach more than "
+                f"{MAX_PREMAKE_DAYS // 365} years ahead; lower range.premake or range.interval")
         return self
 
     @property
@@ -122,37 +167,6 @@ class Retention(StrictModel):
         if self.action is RetentionAction.archive and self.archive is None:
             raise ValueError("retention.action archive needs retention.archive.schema")
         return self
-
-
-class Schedule(StrictModel):
-    interval: Duration = Field(
-        default="1h",
-        description="How often the table is re-observed and maintained, even when the spec has not changed "
-        "(drift such as a partition dropped by hand is repaired).",
-    )
-    cron: str | None = Field(
-        default=None,
-        max_length=100,
-        description="Cron expression (5 fields, UTC), e.g. '0 3 * * *'; replaces interval when set.",
-    )
-
-    @field_validator("interval")
-    @classmethod
-    def _min(cls, v: str) -> str:
-        if parse_duration(v) < 1:
-            raise ValueError("schedule.interval must be at least 1s")
-        return v
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from croniter import croniter
-
-        if len(v.split()) != 5 or not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a 5-field cron expression such as '0 3 * * *'")
-        return v
 
 
 ListValue = Annotated[str, Field(max_length=1000)] | int
@@ -213,78 +227,6 @@ class SubpartitionSpec(StrictModel):
         return self
 
 
-STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(toast\.)?autovacuum_[a-z_]+|" \
-    r"(toast\.)?vacuum_truncate|(toast\.)?vacuum_index_cleanup|user_catalog_table)$"
-
-
-class TemplateIndex(StrictModel):
-    name: Identifier = Field(description="Index name suffix: the index is <partition>_<name>.")
-    columns: list[Identifier] = Field(min_length=1, max_length=32, description="Indexed columns, in order.")
-    unique: bool = Field(default=False, description="A unique index per partition (the parent cannot carry one "
-                         "that does not include the partition key).")
-    where: str | None = Field(default=None, max_length=2000, description="Partial index predicate (one plain "
-                              "expression, validated).")
-
-    @field_validator("where")
-    @classmethod
-    def _predicate(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from ..errors import SpecError
-        from ..sql.expressions import validate_predicate
-
-        try:
-            return validate_predicate(v)
-        except SpecError as exc:
-            raise ValueError(exc.message) from None
-
-
-class PartitionTemplate(StrictModel):
-    """What every partition the operator creates gets; partitions it did not create are checked and any
-    difference is reported as drift on the status."""
-
-    storage_parameters: dict[str, str] = Field(
-        default_factory=dict,
-        alias="storageParameters",
-        description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
-    )
-    tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
-    indexes: list[TemplateIndex] = Field(default_factory=list, description="Per-partition indexes.")
-
-    @field_validator("storage_parameters")
-    @classmethod
-    def _params(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, value in v.items():
-            if not re.fullmatch(STORAGE_PARAMETER_PATTERN, key):
-                raise ValueError(f"storage parameter {key!r} is not a table storage parameter pgcurator sets")
-            if not re.fullmatch(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$", str(value)):
-                raise ValueError(f"storage parameter {key}={value!r}: value must be a number or a boolean")
-        return v
-
-
-class ConvertSpec(StrictModel):
-    """Turn an existing plain table into a partitioned table of the declared layout, online."""
-
-    enabled: bool = Field(description="Explicit opt-in: the table is converted only when true.")
-    batch_memory: str = Field(
-        default="64Mi", alias="batchMemory", pattern=r"^[1-9][0-9]*(Ki|Mi|Gi)$",
-        description="Memory budget for one copy batch; the batch row count is derived from the average row width.",
-    )
-    drop_original: bool = Field(
-        default=False, alias="dropOriginal",
-        description="Drop the original table (kept as <table>_unpartitioned after the swap) once the swap is done.",
-    )
-
-
-class DefaultRows(StrictModel):
-    move: bool = Field(
-        default=False,
-        description="Move rows sitting in the DEFAULT partition into the partitions created for them, in bounded "
-        "batches, each in its own short transaction.",
-    )
-    batch_rows: int = Field(default=10000, alias="batchRows", ge=1, le=1000000, description="Rows per batch.")
-
-
 class PartitionPolicySpec(CommonSpec):
     table: TableRef = Field(description="The partitioned table to maintain.")
     strategy: Literal["range", "list", "hash"] = Field(default="range", description="First-level strategy.")
@@ -319,15 +261,37 @@ class PartitionPolicySpec(CommonSpec):
             raise ValueError(f"strategy {self.strategy} does not use the {', '.join(extra)} section")
         if self.retention is not None and self.strategy != "range":
             raise ValueError("retention applies to range partitions only")
+        self._check_table_count()
         if self.default_partition and self.strategy == "hash":
             raise ValueError("hash-partitioned tables cannot have a DEFAULT partition")
         if self.subpartition is not None and self.subpartition.only is not None and self.strategy != "list":
             raise ValueError("subpartition.only names list partitions; it needs strategy list")
+        if self.list is not None:
+            for p in self.list.partitions:
+                # <table>_<name> either fits as is or is shortened, which needs room for the hash.
+                if len(f"{self.table.name}_{p.name}".encode()) > MAX_IDENTIFIER_BYTES:
+                    check_suffix_name(p.name, "list.partitions[].name")
+        if self.retention is not None and self.range is not None and self.range.interval is not None:
+            if self.retention.keep * interval_days(self.range.interval) > MAX_KEEP_DAYS:
+                raise ValueError(
+                    f"retention.keep: {self.retention.keep} partitions of {self.range.interval} reach more than "
+                    f"{MAX_KEEP_DAYS // 365} years back; lower retention.keep")
         if self.subpartition is not None and self.subpartition.only is not None and self.list is not None:
             unknown = set(self.subpartition.only) - {p.name for p in self.list.partitions}
             if unknown:
                 raise ValueError(f"subpartition.only names unknown list partitions: {sorted(unknown)}")
         return self
+
+    def _check_table_count(self) -> None:
+        """One run creates at most MAX_TABLES_PER_RUN tables (first level x second level)."""
+        first = (self.range.premake + 1 if self.range else len(self.list.partitions) if self.list
+                 else self.hash.modulus if self.hash else 1)
+        sub = self.subpartition
+        second = 1 if sub is None else sub.hash.modulus if sub.hash else sub.range.premake + 1 if sub.range else 1
+        if first * second > MAX_TABLES_PER_RUN:
+            raise ValueError(
+                f"subpartition: {first} first-level partitions with {second} below each are {first * second} tables, "
+                f"more than the {MAX_TABLES_PER_RUN} one run creates; lower the premake, modulus or number of lists")
 
     @property
     def key_column(self) -> str:

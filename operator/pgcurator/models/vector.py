@@ -8,7 +8,19 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from .common import CommonSpec, Duration, Identifier, StrictModel, TableRef, check_identifier, parse_duration
+from ..errors import PlanError, SpecError
+from ..sql.expressions import validate_predicate
+from .common import (
+    CommonSpec,
+    Duration,
+    Identifier,
+    Schedule,
+    StrictModel,
+    TableRef,
+    check_identifier,
+    parse_duration,
+)
+from .pgvector import MAX_INDEX_DIMENSIONS, MAX_TYPE_DIMENSIONS, select_opclass
 
 QUANTITY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 _QUANTITY_UNITS = {
@@ -208,27 +220,10 @@ class RecallSpec(StrictModel):
     def _filter(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from ..errors import SpecError
-        from ..sql.expressions import validate_predicate
-
         try:
             return validate_predicate(v)
         except SpecError as exc:
             raise ValueError(f"sampleFilter: {exc.message}") from None
-
-
-class VectorSchedule(StrictModel):
-    interval: Duration = Field(
-        default="1h",
-        description="How often the index is re-observed (an index dropped or left INVALID is rebuilt).",
-    )
-
-    @field_validator("interval")
-    @classmethod
-    def _min(cls, v: str) -> str:
-        if parse_duration(v) < 1:
-            raise ValueError("schedule.interval must be at least 1s")
-        return v
 
 
 class VectorIndexSpec(CommonSpec):
@@ -256,7 +251,10 @@ class VectorIndexSpec(CommonSpec):
     )
     build: BuildSettingsSpec = Field(default_factory=BuildSettingsSpec, description="Build resources.")
     recall: RecallSpec = Field(default_factory=RecallSpec, description="Quality measurement.")
-    schedule: VectorSchedule = Field(default_factory=VectorSchedule)
+    schedule: Schedule = Field(
+        default_factory=Schedule,
+        description="When the index is re-observed (an index dropped or left INVALID is rebuilt).",
+    )
 
     @field_validator("column", "index_name")
     @classmethod
@@ -268,9 +266,6 @@ class VectorIndexSpec(CommonSpec):
     def _where(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from ..errors import SpecError
-        from ..sql.expressions import validate_predicate
-
         try:
             return validate_predicate(v)
         except SpecError as exc:
@@ -278,10 +273,7 @@ class VectorIndexSpec(CommonSpec):
 
     @model_validator(mode="after")
     def _rules(self) -> VectorIndexSpec:
-        # The pgvector rules live with the planner (pure, unit-tested there); imported here so a
-        # bad spec is refused before anything is observed or built.
-        from ..planner.vector import spec_problems
-
+        # A bad spec is refused before anything is observed or built.
         problems = spec_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -332,3 +324,25 @@ def spec_summary(spec: VectorIndexSpec) -> dict[str, Any]:
     else:
         out["lists"] = spec.ivfflat_params.lists
     return out
+
+
+def spec_problems(spec: VectorIndexSpec) -> list[str]:
+    """Every rule the spec breaks (empty: fine). Called by the model validator."""
+    problems: list[str] = []
+    t, metric, method = spec.type.value, spec.metric.value, spec.method.value
+    try:
+        select_opclass(t, metric, method)
+    except PlanError as exc:
+        problems.append(exc.message)
+    limit = MAX_INDEX_DIMENSIONS.get(t)
+    if limit is not None and spec.dimensions > limit:
+        problems.append(f"{t} indexes hold at most {limit} dimensions, not {spec.dimensions}"
+                        + ("; halfvec allows 4000 (cast with an expression index) or reduce dimensions"
+                           if t == "vector" else ""))
+    if spec.dimensions > MAX_TYPE_DIMENSIONS[t]:
+        problems.append(f"{t} allows at most {MAX_TYPE_DIMENSIONS[t]} dimensions")
+    if method == "hnsw" and spec.ivfflat is not None:
+        problems.append("ivfflat parameters given for method hnsw")
+    if method == "ivfflat" and spec.hnsw is not None:
+        problems.append("hnsw parameters given for method ivfflat")
+    return problems

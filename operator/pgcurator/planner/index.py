@@ -17,6 +17,7 @@ index's reference text comes from PostgreSQL itself (catalog.indexes.reference_d
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..errors import PlanError
 from ..models.index import IndexDecl, IndexPolicySpec
 from ..sql.quote import fit_identifier, ident, qualified
 from ..sql.statements import Plan, Step
+from .vector import COMMENT_PREFIX as VECTOR_MARKER
 
 NEW_SUFFIX = "_pgc_new"
 OLD_SUFFIX = "_pgc_old"
@@ -194,8 +196,14 @@ def _matches(info: IndexInfo | None, ref: Shape, decl: IndexDecl) -> bool:
         return False
 
 
-def plan_indexes(spec: IndexPolicySpec, obs: IndexObservation, reference: dict[str, str]) -> IndexPlan:
+# (schema, index name) -> the other resource that manages it: never dropped, replaced or attached.
+Foreign = Mapping[tuple[str, str], str]
+
+
+def plan_indexes(spec: IndexPolicySpec, obs: IndexObservation, reference: dict[str, str],
+                 foreign: Foreign | None = None) -> IndexPlan:
     t = spec.table
+    foreign = foreign or {}
     if not obs.exists:
         raise PlanError(f"table {t.qualified} does not exist", reason="TableNotFound")
     plan = IndexPlan()
@@ -203,10 +211,10 @@ def plan_indexes(spec: IndexPolicySpec, obs: IndexObservation, reference: dict[s
     for decl in spec.indexes:
         ref = shape(reference[decl.name])
         if obs.partitioned:
-            _plan_partitioned(plan, spec, obs, decl, ref, table_sql)
+            _plan_partitioned(plan, spec, obs, decl, ref, table_sql, foreign)
         else:
             _plan_plain(plan, spec, obs, decl, ref, table_sql)
-    _plan_prune(plan, spec, obs)
+    _plan_prune(plan, spec, obs, foreign)
     return plan
 
 
@@ -267,7 +275,8 @@ def _plan_plain(
 
 
 def _plan_partitioned(
-    plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation, decl: IndexDecl, ref: Shape, table_sql: str
+    plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation, decl: IndexDecl, ref: Shape, table_sql: str,
+    foreign: Foreign,
 ) -> None:
     schema = spec.table.schema_
     name, tmp, old = decl.name, new_name(decl.name), old_name(decl.name)
@@ -319,7 +328,8 @@ def _plan_partitioned(
         attach = Step("attach_index", cname, (f"ALTER INDEX {qualified(schema, target)} ATTACH PARTITION "
                                                f"{qualified(part.schema, cname)}",), group=f"{name}/{part.name}")
         ours = next((i for i in part.indexes if i.name == cname), None)
-        adoptable = [i for i in part.indexes if i.parent_index is None and i.valid and _matches(i, ref, decl)]
+        adoptable = [i for i in part.indexes if i.parent_index is None and i.valid and _matches(i, ref, decl)
+                     and (part.schema, i.name) not in foreign]
         if ours is not None and ours in adoptable:
             adoptable = [ours]
         steps: tuple[Step, ...]
@@ -342,11 +352,20 @@ def _plan_partitioned(
         plan.jobs.append(BuildJob(name, part.name, lane, lane, steps, part.estimated_rows, part.schema))
 
 
-def _plan_prune(plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation) -> None:
+def _plan_prune(plan: IndexPlan, spec: IndexPolicySpec, obs: IndexObservation, foreign: Foreign) -> None:
     declared = {d.name for d in spec.indexes}
     ours = declared | {new_name(n) for n in declared} | {old_name(n) for n in declared}
     for info in obs.indexes:
-        if info.name in ours or info.backs_constraint:
+        # An index attached to a partitioned index (this table is a partition) belongs to that
+        # index: PostgreSQL refuses to drop it alone, and whoever manages the parent manages it.
+        if info.name in ours or info.backs_constraint or info.parent_index is not None:
+            continue
+        holder = foreign.get((info.schema, info.name))
+        if holder is None and (info.comment or "").startswith(VECTOR_MARKER):
+            holder = "a VectorIndex"  # built before claims were recorded; it claims it on its next run
+        if holder is not None:
+            if spec.prune:
+                plan.notes.append(f"index {info.name} is managed by {holder}: not pruned")
             continue
         plan.prunable.append(info.name)
         if spec.prune:

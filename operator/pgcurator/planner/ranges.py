@@ -17,6 +17,7 @@ from ..models.partition import IntervalUnit
 
 TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 INT_TYPES = {"smallint", "integer", "bigint"}
+INT_LIMITS = {"smallint": (-(2**15), 2**15 - 1), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 
 # Unbounded ends (MINVALUE / MAXVALUE) are represented as None.
 Value = datetime | int
@@ -178,3 +179,88 @@ def overlaps(a_lo: Bound, a_hi: Bound, b_lo: Bound, b_hi: Bound) -> bool:
         return x < y  # type: ignore[operator]
 
     return lt(a_lo, b_hi, True, False) and lt(b_lo, a_hi, True, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coverage, compared in the column's own terms
+#
+# Aware datetimes sharing a tzinfo compare by wall clock, others by instant; and a timestamp
+# (without time zone) column sees two instants of a repeated wall-clock hour as one value. So
+# every comparison goes through `column_key`: the instant (as naive UTC) for timestamptz, the
+# wall clock in the policy's zone for timestamp and date, the integer itself otherwise.
+
+Key = datetime | int
+
+
+def column_key(value: Value, column_type: str, tz: ZoneInfo) -> Key:
+    if isinstance(value, int):
+        return value
+    if column_type == "timestamp with time zone":
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value.astimezone(tz).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Span:
+    """[lower, upper) with its keys; None is unbounded (MINVALUE / MAXVALUE)."""
+
+    lower: Bound
+    upper: Bound
+    lo_key: Key | None
+    hi_key: Key | None
+
+
+def span(lower: Bound, upper: Bound, column_type: str, tz: ZoneInfo) -> Span:
+    return Span(lower, upper,
+                None if lower is None else column_key(lower, column_type, tz),
+                None if upper is None else column_key(upper, column_type, tz))
+
+
+def uncovered(want: Span, covers: list[Span]) -> list[Span]:
+    """The parts of the finite span `want` that no span of `covers` covers, in order."""
+    assert want.lo_key is not None and want.hi_key is not None
+    gaps: list[Span] = []
+    cur, cur_key = want.lower, want.lo_key
+    for c in sorted(covers, key=lambda c: (c.lo_key is not None, c.lo_key)):
+        if c.hi_key is not None and c.hi_key <= cur_key:  # type: ignore[operator]
+            continue
+        if c.lo_key is not None and c.lo_key >= want.hi_key:  # type: ignore[operator]
+            break
+        if c.lo_key is not None and c.lo_key > cur_key:  # type: ignore[operator]
+            gaps.append(Span(cur, c.lower, cur_key, c.lo_key))
+        if c.hi_key is None or c.hi_key >= want.hi_key:  # type: ignore[operator]
+            return gaps
+        cur, cur_key = c.upper, c.hi_key
+    gaps.append(Span(cur, want.upper, cur_key, want.hi_key))
+    return gaps
+
+
+def key_suffix(key: Key) -> str:
+    """A name fragment for one bound of a bridging partition (never the form grid names take)."""
+    if isinstance(key, int):
+        return IntGrid.suffix(key)
+    return key.strftime("%Y%m%d%H%M") + (key.strftime("%S") if key.second else "")
+
+
+def render_range(lower: Bound, upper: Bound, column_type: str, tz: ZoneInfo) -> tuple[str, str, str]:
+    """(lo, hi, clause) of a range to create: `lo`/`hi` for predicates such as `col >= lo AND col < hi`,
+    the clause for ATTACH. An unbounded end (an integer period reaching past what the column's
+    type holds) is MINVALUE / MAXVALUE in the clause and the type's limit in the predicates."""
+    limits = INT_LIMITS.get(column_type, (0, 0))
+    lo = str(limits[0]) if lower is None else render_bound(lower, column_type, tz)
+    hi = str(limits[1] + 1) if upper is None else render_bound(upper, column_type, tz)
+    clause = (f"FOR VALUES FROM ({'MINVALUE' if lower is None else lo}) "
+              f"TO ({'MAXVALUE' if upper is None else hi})")
+    return lo, hi, clause
+
+
+def clamp_to_type(lower: Value, upper: Value, column_type: str, tz: ZoneInfo) -> Span | None:
+    """The period as a span a column of this type can hold: None when it lies wholly outside the
+    type's range, an unbounded end where it reaches past it."""
+    limits = INT_LIMITS.get(column_type)
+    if limits is None or not isinstance(lower, int) or not isinstance(upper, int):
+        return span(lower, upper, column_type, tz)
+    if lower > limits[1] or upper <= limits[0]:
+        return None
+    return Span(None if lower < limits[0] else lower, None if upper > limits[1] else upper,
+                max(lower, limits[0]), min(upper, limits[1] + 1))

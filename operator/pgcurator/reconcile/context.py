@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..db.params import ConnParams
@@ -40,6 +41,8 @@ class ReconcileContext:
     # Whether another resource ("Kind/namespace/name") still exists: a claim it left behind on an
     # object (pgcurator.owners) is taken over when it does not. None: assume it does.
     alive: Callable[[str], Awaitable[bool]] | None = None
+    # Plan as of this time instead of the clock (`pgcurator apply --now`); None in the operator.
+    now: datetime | None = None
     # Run another resource now ("Kind", namespace, name) -> whether it is known (DatabaseMonitor:
     # drift repaired at once), and the resource bodies known in a namespace. None outside the runtime.
     wake: Callable[[str, str, str], bool] | None = None

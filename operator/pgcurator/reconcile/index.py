@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..catalog.indexes import IndexObservation, build_progress, observe_indexes, reference_definitions
-from ..db.executor import RunResult, StepResult, TableLock, run_plan
+from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions, reread_indexes
+from ..db.executor import TableLock, run_plan
 from ..db.metadata import ensure_metadata
-from ..errors import CuratorError
-from ..models.common import Timeouts
+from ..db.ownership import owner_of, release_all
 from ..models.index import IndexPolicySpec
-from ..planner.index import BuildJob, IndexPlan, plan_indexes, reference_statements
+from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
-from .outcome import Event, Outcome
+from .index_build import BuildRun, execute
+from .index_claims import INDEX, claim_indexes, conflict_message, managed_by_others, release_undeclared
+from .outcome import Outcome, step_event
 
-PROGRESS_POLL_SECONDS = 1.0
 FAILED_RETRY_SECONDS = 60.0
 LOCK_RETRY_SECONDS = 15.0
 MAX_STATUS_ROWS = 200
@@ -31,14 +26,27 @@ MAX_STATUS_ROWS = 200
 async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> Outcome:
     t = spec.table
     conn = ctx.conn
+    acting = not (spec.dry_run or spec.suspend)
     await ensure_metadata(conn)
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
-        plan = await _plan(conn, spec, obs)
-        if spec.dry_run or spec.suspend:
-            status = await _status(ctx, spec, obs, plan, None)
+        if not obs.exists:
+            plan_indexes(spec, obs, {})  # raises TableNotFound
+        # Claimed before anything is built or adopted: a crash later leaves nothing unowned.
+        conflicts = await claim_indexes(ctx, t.schema_, [d.name for d in spec.indexes], write=acting)
+        if acting:
+            await release_undeclared(ctx, t.schema_, [d.name for d in spec.indexes])
+        managed = spec.model_copy(update={"indexes": [d for d in spec.indexes if d.name not in conflicts]})
+        foreign = await managed_by_others(conn, {t.schema_, *(p.schema for p in obs.partitions)}, ctx.resource)
+        # PostgreSQL's own text of each declared index: built once per run on a scratch table.
+        reference = await reference_definitions(conn, t.schema_, t.name, reference_statements(managed))
+        plan = plan_indexes(managed, obs, reference, foreign)
+        if not acting:
+            status = await _status(ctx, spec, obs, plan, None, conflicts)
             status["plan"] = plan.statements()
             mode = "dryRun" if spec.dry_run else "suspended"
+            if conflicts:
+                return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
             if plan.empty:
                 return Outcome.ready("UpToDate", f"{mode}: nothing to change; " + _summary(status), status)
             return Outcome.progressing(
@@ -46,153 +54,22 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
                 f"{mode}: {len(plan.statements())} statements planned and not run (see status.plan)",
                 status,
             )
-        if plan.empty:
-            status = await _status(ctx, spec, obs, plan, None)
-            return Outcome.ready("UpToDate", _summary(status), status)
-        run = await execute(ctx, spec, plan)
-        obs = await observe_indexes(conn, t.schema_, t.name)
-        after = await _plan(conn, spec, obs)
-        status = await _status(ctx, spec, obs, after, run)
+        run: BuildRun | None = None
+        if not plan.empty:
+            run = await execute(ctx, managed, plan, step_done=lambda sr: ctx.event(step_event(sr)))
+            # What the run left, for the status: the indexes read again (the table, its partitions and
+            # the reference definitions are those observed above).
+            obs = await reread_indexes(conn, obs)
+            plan = plan_indexes(managed, obs, reference, foreign)
+        status = await _status(ctx, spec, obs, plan, run, conflicts)
+    if conflicts:
+        return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
+    if run is None:
+        return Outcome.ready("UpToDate", _summary(status), status)
     return _outcome(run, status)
 
 
-async def _plan(conn: Any, spec: IndexPolicySpec, obs: IndexObservation) -> IndexPlan:
-    if not obs.exists:
-        return plan_indexes(spec, obs, {})  # raises TableNotFound
-    reference = await reference_definitions(conn, spec.table.schema_, spec.table.name, reference_statements(spec))
-    return plan_indexes(spec, obs, reference)
-
-
-# --- running ------------------------------------------------------------------------------------
-
-
-@dataclass
-class BuildRun(RunResult):
-    """Outcome of one plan: the step results of each phase (failed/lock_waits/applied come from
-    RunResult) and one row per build job."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failed_indexes: set[str] = field(default_factory=set)
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-async def execute(ctx: ReconcileContext, spec: IndexPolicySpec, plan: IndexPlan) -> BuildRun:
-    """before (main connection) -> jobs (parallel, own connections) -> after (main connection)."""
-    result = BuildRun()
-
-    async def step_done(sr: StepResult) -> None:
-        await ctx.event(_step_event(sr))
-
-    def absorb(run: RunResult) -> None:
-        result.steps.extend(run.steps)
-
-    absorb(await run_plan(ctx.conn, plan.before, resource=ctx.resource, timeouts=spec.timeouts, on_step=step_done))
-    if any(s.outcome != "ok" for s in result.steps):
-        # A parent index that could not be created: its partition builds cannot be attached.
-        for s in result.steps:
-            if s.outcome != "ok" and s.step.kind == "create_parent_index":
-                result.failed_indexes.add(s.step.group)  # the declared name (target may be _pgc_new)
-    await _run_jobs(ctx, spec, [j for j in plan.jobs if j.index not in result.failed_indexes], result, step_done)
-    after = Plan([s for s in plan.after.steps if not (s.group and s.group in result.failed_indexes)])
-    absorb(await run_plan(ctx.conn, after, resource=ctx.resource, timeouts=spec.timeouts, on_step=step_done))
-    return result
-
-
-async def _run_jobs(ctx: ReconcileContext, spec: IndexPolicySpec, jobs: list[BuildJob], result: BuildRun,
-                    step_done: Any) -> None:
-    if not jobs:
-        return
-    lanes: dict[str, list[BuildJob]] = defaultdict(list)
-    for job in jobs:
-        lanes[job.lane].append(job)
-    slots = asyncio.Semaphore(spec.parallelism)
-    running: dict[int, BuildJob] = {}  # backend pid -> job
-    done = 0
-
-    async def one(job: BuildJob) -> None:
-        nonlocal done
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"partition": job.partition, "index": job.index, "table": job.table}
-        try:
-            async with ctx.connection() as conn:
-                pid = conn.get_server_pid()
-                running[pid] = job
-                try:
-                    run = await run_plan(conn, Plan(list(job.steps)), resource=ctx.resource,
-                                         timeouts=spec.timeouts, on_step=step_done)
-                    bad = [s for s in run.steps if s.outcome != "ok"]
-                    if bad:
-                        await _clean_failed_build(conn, job, bad[0])
-                finally:
-                    running.pop(pid, None)
-            result.steps.extend(run.steps)
-            row["success"] = not bad
-            if bad:
-                row["error"] = bad[0].error or bad[0].outcome
-            built = next((s for s in run.steps if s.step.kind in ("create_index", "create_replacement")), None)
-            row["state"] = "failed" if bad else ("built" if built else "attached")
-        except CuratorError as exc:
-            row.update(success=False, error=exc.message, state="failed")
-        row["ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        row["rows"] = job.estimated_rows
-        if not row["success"]:
-            result.failed_indexes.add(job.index)
-        result.rows.append(row)
-        done += 1
-
-    async def lane(queue: list[BuildJob]) -> None:
-        for job in queue:
-            async with slots:
-                await one(job)
-
-    async def poll() -> None:
-        total = len(jobs)
-        while True:
-            await asyncio.sleep(PROGRESS_POLL_SECONDS)
-            try:
-                builds = await build_progress(ctx.conn, list(running))
-            except Exception:  # progress is best effort; the builds go on
-                builds = []
-            await ctx.progress({"progress": {
-                "builds": builds, "jobsDone": done, "jobsTotal": total,
-                "updatedAt": datetime.now(UTC).replace(microsecond=0).isoformat(),
-            }})
-
-    poller = asyncio.create_task(poll())
-    try:
-        await asyncio.gather(*(lane(q) for q in lanes.values()))
-    finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
-
-
-async def _clean_failed_build(conn: Any, job: BuildJob, failed: StepResult) -> None:
-    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that every write still
-    maintains: drop it now rather than on the next run (which would also find it)."""
-    if failed.step.kind not in ("create_index", "create_replacement"):
-        return
-    drop = Step("drop_failed_build", failed.step.target,
-                (f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(job.schema, failed.step.target)}",),
-                transactional=False)
-    with contextlib.suppress(CuratorError):
-        await run_plan(conn, Plan([drop]), resource="cleanup", timeouts=_cleanup_timeouts())
-
-
-def _cleanup_timeouts() -> Timeouts:
-    return Timeouts.model_validate({"lockTimeout": "5s", "statementTimeout": "10m", "lockRetries": 1})
-
-
 # --- status -----------------------------------------------------------------------------------
-
-
-def _step_event(sr: StepResult) -> Event:
-    stmts = "; ".join(s.statement for s in sr.statements) or "; ".join(sr.step.statements)
-    if sr.outcome == "ok":
-        return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
-    if sr.outcome == "lock_timeout":
-        return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}")
 
 
 def _index_states(spec: IndexPolicySpec, obs: IndexObservation) -> list[dict[str, Any]]:
@@ -207,7 +84,7 @@ def _index_states(spec: IndexPolicySpec, obs: IndexObservation) -> list[dict[str
 
 
 async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObservation, plan: IndexPlan,
-                  run: BuildRun | None) -> dict[str, Any]:
+                  run: BuildRun | None, conflicts: dict[str, str]) -> dict[str, Any]:
     from .index_report import analysis_status
 
     status: dict[str, Any] = {
@@ -240,6 +117,7 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
     # Always written (status is merge-patched: an absent key would keep an old value).
     status["notes"] = plan.notes[:20]
     status["undeclared"] = plan.prunable[:50]
+    status["conflicts"] = [{"index": n, "managedBy": h} for n, h in sorted(conflicts.items())]
     if run is not None:
         status["lastRun"] = {
             "startedAt": run.started.isoformat(),
@@ -302,11 +180,13 @@ SELECT DISTINCT target FROM pgcurator.history
 
 async def cleanup_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> None:
     """deletionPolicy: Delete. Drops the declared indexes this resource built (recorded in
-    pgcurator.history), never one backing a constraint; dropping an index loses no data."""
+    pgcurator.history) and still manages, never one backing a constraint or managed by another
+    resource; dropping an index loses no data. Then gives up its claims."""
     t = spec.table
     conn = ctx.conn
     if not await conn.fetchval("SELECT to_regclass('pgcurator.history') IS NOT NULL"):
         return
+    await ensure_metadata(conn)
     created = {r[0] for r in await conn.fetch(_CREATED_SQL, ctx.resource)}
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_indexes(conn, t.schema_, t.name)
@@ -315,10 +195,14 @@ async def cleanup_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -> 
             info = obs.index(decl.name)
             if info is None or info.backs_constraint or decl.name not in created:
                 continue
+            if await owner_of(conn, INDEX, info.schema, info.name) not in (None, ctx.resource):
+                continue
             target = qualified(info.schema, info.name)
             if info.partitioned:
                 plan.steps.append(Step("drop_index", info.name, (f"DROP INDEX IF EXISTS {target}",)))
             else:
                 plan.steps.append(Step("drop_index", info.name, (f"DROP INDEX CONCURRENTLY IF EXISTS {target}",),
                                        transactional=False))
-        await run_plan(conn, plan, resource=ctx.resource, timeouts=spec.timeouts)
+        run = await run_plan(conn, plan, resource=ctx.resource, timeouts=spec.timeouts)
+        if not run.failed and not run.lock_waits:
+            await release_all(conn, ctx.resource)

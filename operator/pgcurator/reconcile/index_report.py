@@ -28,7 +28,9 @@ def _ts(value: datetime | None) -> str | None:
 
 async def analysis_status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObservation) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if not obs.exists:
+    if not obs.exists or spec.dry_run or spec.suspend:
+        # dryRun and suspend only plan: no usage snapshot is written, no sample copied; the last
+        # report stays on the status (it is merge-patched).
         return out
     conn = ctx.conn
     t = spec.table
@@ -59,7 +61,7 @@ async def _analysis(conn: Any, spec: IndexPolicySpec, obs: IndexObservation, now
     window = timedelta(seconds=parse_duration(spec.analysis.unused_after))
     temporary = {new_name(d.name) for d in spec.indexes} | {old_name(d.name) for d in spec.indexes}
     oids = await conn.fetch(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
         t.schema_, [t.name, *[p.name for p in obs.partitions]],
     )

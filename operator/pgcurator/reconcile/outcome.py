@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..db.executor import StepResult
+
 
 @dataclass
 class Condition:
@@ -66,3 +68,15 @@ class Outcome:
             events=[Event("Warning", reason, message)],
             requeue_after=requeue_after,
         )
+
+
+def step_event(sr: StepResult) -> Event:
+    """The Event for one step run: every kind reports its DDL the same way."""
+    stmts = "; ".join(s.statement for s in sr.statements[:5]) or "; ".join(sr.step.statements)
+    if sr.outcome == "ok":
+        return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
+    if sr.outcome == "lock_timeout":
+        return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
+    if sr.outcome == "skipped":
+        return Event("Warning", "DDLSkipped", f"{sr.step.kind} {sr.step.target}: {sr.error}")
+    return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}; statements: {stmts}")

@@ -10,12 +10,17 @@ from zoneinfo import ZoneInfo
 from ..catalog.partitions import TableObservation, count_default_rows_in, observe_table
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
+from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec
-from ..planner.partition import RangeLayout, desired_range_periods, plan_policy
-from ..planner.ranges import Bound, render_bound
+from ..planner.partition import RangeLayout, plan_policy
+from ..planner.partition_range import ranges_to_create
+from ..planner.ranges import Bound, render_range
 from ..sql.statements import Plan, Step
-from .outcome import Event, Outcome
+from .outcome import Event, Outcome, step_event
+from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
+
+__all__ = ["cleanup_partition_policy", "layout_status", "observe_policy", "reconcile_partition_policy"]
 
 MAX_LISTED_PARTITIONS = 100
 LOCK_RETRY_SECONDS = 15.0
@@ -75,17 +80,6 @@ def layout_status(spec: PartitionPolicySpec, obs: TableObservation, layout: Rang
     return status
 
 
-def _step_event(sr: StepResult) -> Event:
-    stmts = "; ".join(s.statement for s in sr.statements[:5]) or "; ".join(sr.step.statements)
-    if sr.outcome == "ok":
-        return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
-    if sr.outcome == "lock_timeout":
-        return Event("Warning", "WaitingForLock", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    if sr.outcome == "skipped":
-        return Event("Warning", "DDLSkipped", f"{sr.step.kind} {sr.step.target}: {sr.error}")
-    return Event("Warning", "DDLFailed", f"{sr.step.kind} {sr.step.target} failed: {sr.error}; statements: {stmts}")
-
-
 def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
     return {
         "startedAt": started.isoformat(),
@@ -101,7 +95,9 @@ def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
     }
 
 
-async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> TableObservation:
+async def observe_policy(conn: Any, spec: PartitionPolicySpec, now: datetime) -> TableObservation:
+    """What the planner needs, DEFAULT rows inside the ranges to create included: `pgcurator plan`
+    uses it too, so it shows exactly what a reconcile would do."""
     t = spec.table
     obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
     r = spec.range
@@ -110,12 +106,13 @@ async def _observe(conn: Any, spec: PartitionPolicySpec, now: datetime) -> Table
         if ctype:
             tz = ZoneInfo(r.time_zone)
             try:
+                # Exactly the ranges the planner will create (bridges included).
                 ranges = []
-                for period in desired_range_periods(r, now, obs.max_key):
-                    lo, hi = render_bound(period.lower, ctype, tz), render_bound(period.upper, ctype, tz)
+                for new in ranges_to_create(r, t.name, obs, ctype, now):
+                    lo, hi, _ = render_range(new.lower, new.upper, ctype, tz)
                     ranges.append((lo, lo, hi))
-            except ValueError:
-                ranges = []  # wrong column type: the planner says so
+            except (ValueError, PlanError):
+                ranges = []  # e.g. a wrong column type: the planner says so
             obs.default_rows_in = await count_default_rows_in(conn, obs, r.column, ranges)
     return obs
 
@@ -133,14 +130,14 @@ async def reconcile_partition_policy(
     await ensure_metadata(conn)
     now = now or datetime.now(UTC)
     t = spec.table
-    if spec.convert is not None and spec.convert.enabled:
-        from .partition_convert import convert_if_needed
+    # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.
+    from .partition_convert import convert_if_needed
 
-        converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
-        if converting is not None:
-            return converting
+    converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
+    if converting is not None:
+        return converting
     async with TableLock(conn, t.schema_, t.name):
-        obs = await _observe(conn, spec, now)
+        obs = await observe_policy(conn, spec, now)
         plan, layout = plan_policy(spec, obs, now)
         status = layout_status(spec, obs, layout, now)
         status["plan"] = plan.statements() if (spec.dry_run or spec.suspend) else []
@@ -160,7 +157,7 @@ async def reconcile_partition_policy(
 
             async def step_done(sr: StepResult) -> None:
                 if on_event is not None:
-                    await on_event(_step_event(sr))
+                    await on_event(step_event(sr))
 
             moved: dict[str, int] = {}
 
@@ -171,7 +168,7 @@ async def reconcile_partition_policy(
 
             run = await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts, on_step=step_done,
                                  on_rows=rows_moved)
-            obs = await _observe(conn, spec, now)
+            obs = await observe_policy(conn, spec, now)
             _, layout = plan_policy(spec, obs, now)
             status = layout_status(spec, obs, layout, now)
             status["plan"] = []
@@ -205,9 +202,9 @@ def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome
     """Steps the planner would not attempt make the resource Degraded; everything else still ran."""
     if not plan.blocked:
         return outcome
-    status["blocked"] = plan.blocked[:20]
-    reason = "DefaultRowsConflict" if any("DEFAULT" in b or "_default" in b for b in plan.blocked) else "Blocked"
-    return Outcome.degraded(reason, "; ".join(plan.blocked[:3]), status)
+    status["blocked"] = [b.message for b in plan.blocked[:20]]
+    # The first held-back step's reason names the condition; its message says which step and why.
+    return Outcome.degraded(plan.blocked[0].reason, "; ".join(b.message for b in plan.blocked[:3]), status)
 
 
 def _ready_message(status: dict[str, Any]) -> str:
@@ -217,37 +214,3 @@ def _ready_message(status: dict[str, Any]) -> str:
     if status.get("defaultRows"):
         msg += f"; {status['defaultRows']} rows in the default partition"
     return msg
-
-
-_CREATED_SQL = """
-SELECT DISTINCT target FROM pgcurator.history
- WHERE resource = $1 AND step IN ('create_partition', 'create_default', 'create_detached') AND outcome = 'ok'
-"""
-
-
-async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resource: str) -> None:
-    """deletionPolicy: Delete. Removes the partitions this policy created, but only those
-    that are empty: deleting a policy never deletes rows."""
-    from ..sql.quote import qualified
-
-    await ensure_metadata(conn)
-    t = spec.table
-    created = {r[0] for r in await conn.fetch(_CREATED_SQL, resource)}
-    obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
-    plan = Plan()
-    concurrently = obs.default_partition is None
-    for p in obs.partitions:
-        if p.name not in created:
-            continue
-        child = qualified(p.schema, p.name)
-        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {child})"):
-            continue
-        detach = f"ALTER TABLE {qualified(t.schema_, t.name)} DETACH PARTITION {child}"
-        if concurrently and not p.is_default:
-            plan.steps.append(Step("detach_partition", p.name, (detach + " CONCURRENTLY",), transactional=False,
-                                   group=p.name))
-            plan.steps.append(Step("drop_partition", p.name, (f"DROP TABLE IF EXISTS {child}",), group=p.name))
-        else:
-            plan.steps.append(Step("drop_partition", p.name, (detach, f"DROP TABLE IF EXISTS {child}"), group=p.name))
-    async with TableLock(conn, t.schema_, t.name):
-        await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts)

@@ -13,20 +13,13 @@ from typing import Any
 import asyncpg
 
 from ..db.executor import run_plan
+from ..models.pgvector import OPERATORS
 from ..models.vector import VectorIndexSpec
-from ..planner.vector import (
-    OPERATORS,
-    percentile,
-    recall_at_k,
-    recommend,
-    search_parameter,
-    search_values,
-)
+from ..planner.vector_recall import percentile, recall_at_k, recommend, search_parameter, search_values
 from ..sql.quote import ident, literal, qualified
 from ..sql.statements import Plan, Step
 from .context import ReconcileContext
-from .outcome import Event
-from .partition import _step_event as step_event
+from .outcome import Event, step_event
 
 
 def recall_config_hash(spec: VectorIndexSpec, index_definition: str) -> str:

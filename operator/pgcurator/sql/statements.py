@@ -26,6 +26,18 @@ class Step:
     repeat_until_zero: bool = False
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A change the planner will not attempt. `reason` is the condition reason, chosen by the
+    code path that decided it (never derived from the message)."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass
 class Plan:
     steps: list[Step] = field(default_factory=list)
@@ -34,7 +46,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # Changes the planner will not attempt, with the reason (e.g. rows in the DEFAULT partition
     # inside a range to create): reported as Degraded while every other step still runs.
-    blocked: list[str] = field(default_factory=list)
+    blocked: list[Blocked] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

@@ -1,0 +1,100 @@
+"""What every partition a PartitionPolicy creates gets (template), and the policy's data-moving
+options (DEFAULT-row moves, conversion of a plain table)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
+
+# A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
+# names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
+MAX_SUFFIX_NAME_BYTES = 52
+
+
+def check_suffix_name(v: str, field: str) -> str:
+    if len(v.encode()) > MAX_SUFFIX_NAME_BYTES:
+        raise ValueError(f"{field} {v[:20]!r}... is {len(v.encode())} bytes; at most {MAX_SUFFIX_NAME_BYTES}, "
+                         "as it becomes the end of a longer name")
+    return v
+
+
+
+STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(toast\.)?autovacuum_[a-z_]+|" \
+    r"(toast\.)?vacuum_truncate|(toast\.)?vacuum_index_cleanup|user_catalog_table)$"
+
+
+class TemplateIndex(StrictModel):
+    name: str = Field(min_length=1, max_length=MAX_SUFFIX_NAME_BYTES, pattern=IDENTIFIER_PATTERN,
+                      description="Index name suffix: the index is <partition>_<name> (at most 52 bytes).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_suffix_name(check_identifier(v), "template.indexes[].name")
+    columns: list[Identifier] = Field(min_length=1, max_length=32, description="Indexed columns, in order.")
+    unique: bool = Field(default=False, description="A unique index per partition (the parent cannot carry one "
+                         "that does not include the partition key).")
+    where: str | None = Field(default=None, max_length=2000, description="Partial index predicate (one plain "
+                              "expression, validated).")
+
+    @field_validator("where")
+    @classmethod
+    def _predicate(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from ..errors import SpecError
+        from ..sql.expressions import validate_predicate
+
+        try:
+            return validate_predicate(v)
+        except SpecError as exc:
+            raise ValueError(exc.message) from None
+
+
+class PartitionTemplate(StrictModel):
+    """What every partition the operator creates gets; partitions it did not create are checked and any
+    difference is reported as drift on the status."""
+
+    storage_parameters: dict[str, str] = Field(
+        default_factory=dict,
+        alias="storageParameters",
+        description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
+    )
+    tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
+    indexes: list[TemplateIndex] = Field(default_factory=list, description="Per-partition indexes.")
+
+    @field_validator("storage_parameters")
+    @classmethod
+    def _params(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not re.fullmatch(STORAGE_PARAMETER_PATTERN, key):
+                raise ValueError(f"storage parameter {key!r} is not a table storage parameter pgcurator sets")
+            if not re.fullmatch(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$", str(value)):
+                raise ValueError(f"storage parameter {key}={value!r}: value must be a number or a boolean")
+        return v
+
+
+class ConvertSpec(StrictModel):
+    """Turn an existing plain table into a partitioned table of the declared layout, online."""
+
+    enabled: bool = Field(description="Explicit opt-in: the table is converted only when true.")
+    batch_memory: str = Field(
+        default="64Mi", alias="batchMemory", pattern=r"^[1-9][0-9]*(Ki|Mi|Gi)$",
+        description="Memory budget for one copy batch; the batch row count is derived from the average row width.",
+    )
+    drop_original: bool = Field(
+        default=False, alias="dropOriginal",
+        description="Drop the original table (kept as <table>_unpartitioned after the swap) once the swap is done.",
+    )
+
+
+class DefaultRows(StrictModel):
+    move: bool = Field(
+        default=False,
+        description="Move rows sitting in the DEFAULT partition into the partitions created for them, in bounded "
+        "batches, each in its own short transaction.",
+    )
+    batch_rows: int = Field(default=10000, alias="batchRows", ge=1, le=1000000, description="Rows per batch.")

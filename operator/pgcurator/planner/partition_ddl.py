@@ -1,0 +1,195 @@
+"""Naming, bounds and the statements that build new children (and their second level)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from ..catalog.partitions import PartitionInfo
+from ..models.partition import ListPartition, PartitionPolicySpec, RangeSpec, SubpartitionSpec
+from ..sql.quote import fit_identifier, ident, literal, qualified
+from .ranges import IntGrid, Period, TimeGrid, render_bound
+
+LIKE_OPTIONS = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING GENERATED INCLUDING COMMENTS"
+
+
+def default_partition_name(table: str) -> str:
+    return fit_identifier(table, "_default")
+
+
+def grid_of(r: RangeSpec) -> TimeGrid:
+    n, unit = r.parsed_interval
+    return TimeGrid(n, unit, ZoneInfo(r.time_zone))
+
+
+def range_name(parent: str, r: RangeSpec, lower: datetime | int) -> str:
+    suffix = IntGrid.suffix(lower) if isinstance(lower, int) else grid_of(r).suffix(lower)
+    return fit_identifier(parent, "_p" + suffix)
+
+
+def partition_name(spec: PartitionPolicySpec, lower: datetime | int) -> str:
+    return range_name(spec.table.name, spec.rng, lower)
+
+
+def desired_range_periods(r: RangeSpec, now: datetime, max_key: int | None) -> list[Period]:
+    """The period holding `now` (or the highest integer key) and `premake` after it."""
+    if r.interval is not None:
+        grid = grid_of(r)
+        start = grid.start_of(now)
+        return [grid.period(grid.shift(start, k)) for k in range(r.premake + 1)]
+    assert r.width is not None
+    igrid = IntGrid(r.width)
+    istart = igrid.start_of(max_key if max_key is not None else 0)
+    return [igrid.period(igrid.shift(istart, k)) for k in range(r.premake + 1)]
+
+
+def desired_periods(spec: PartitionPolicySpec, now: datetime, max_key: int | None) -> list[Period]:
+    return desired_range_periods(spec.rng, now, max_key)
+
+
+def list_literal(v: str | int) -> str:
+    return str(v) if isinstance(v, int) else literal(v)
+
+
+def list_bound(p: ListPartition) -> str:
+    return "FOR VALUES IN (" + ", ".join(list_literal(v) for v in p.values) + ")"
+
+
+def hash_bound(modulus: int, remainder: int) -> str:
+    return f"FOR VALUES WITH (modulus {modulus}, remainder {remainder})"
+
+
+_LIST_VALUE = re.compile(r"'((?:[^']|'')*)'|(-?\d+)|(NULL)")
+
+
+def parse_list_values(bound_expr: str) -> set[str] | None:
+    """`FOR VALUES IN ('a', 'b')` -> {"'a'", "'b'"} in our literal form, for comparisons."""
+    m = re.fullmatch(r"FOR VALUES IN \((.*)\)", bound_expr.strip())
+    if not m:
+        return None
+    out = set()
+    for sm in _LIST_VALUE.finditer(m.group(1)):
+        if sm.group(1) is not None:
+            out.add(literal(sm.group(1).replace("''", "'")))
+        elif sm.group(2) is not None:
+            out.add(sm.group(2))
+        else:
+            out.add("NULL")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements for new children
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The parent at one level; `root` is what new tables are created LIKE. Children are named
+    after `base` (default: the parent's name): a conversion builds its shadow table's children
+    under the names they keep after the swap."""
+
+    schema: str
+    name: str
+    root: str
+    base: str = ""
+
+    @property
+    def naming(self) -> str:
+        return self.base or self.name
+
+
+def create_table_sql(parent: Parent, name: str, spec: PartitionPolicySpec, partition_by: str | None) -> str:
+    tpl = spec.template
+    sql = (f"CREATE TABLE IF NOT EXISTS {qualified(parent.schema, name)} "
+           f"(LIKE {qualified(parent.schema, parent.root)} {LIKE_OPTIONS})")
+    if partition_by:
+        sql += f" PARTITION BY {partition_by}"
+    elif tpl.storage_parameters:
+        sql += " WITH (" + ", ".join(f"{k} = {v}" for k, v in sorted(tpl.storage_parameters.items())) + ")"
+    if tpl.tablespace:
+        sql += f" TABLESPACE {ident(tpl.tablespace)}"
+    return sql
+
+
+def template_index_sql(parent: Parent, name: str, spec: PartitionPolicySpec) -> list[str]:
+    from ..sql.expressions import validate_predicate
+
+    out = []
+    for ix in spec.template.indexes:
+        iname = fit_identifier(name, "_" + ix.name)
+        cols = ", ".join(ident(c) for c in ix.columns)
+        sql = (f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX IF NOT EXISTS {ident(iname)} "
+               f"ON {qualified(parent.schema, name)} ({cols})")
+        if ix.where:
+            sql += f" WHERE {validate_predicate(ix.where)}"
+        out.append(sql)
+    return out
+
+
+def sub_partition_by(sub: SubpartitionSpec) -> str:
+    if sub.hash is not None:
+        return f"HASH ({ident(sub.hash.column)})"
+    assert sub.range is not None
+    return f"RANGE ({ident(sub.range.column)})"
+
+
+def child_statements(
+    parent: Parent, name: str, bound: str, spec: PartitionPolicySpec, sub: SubpartitionSpec | None,
+    column_types: dict[str, str], now: datetime, attach: bool = True,
+) -> list[str]:
+    """Create one child (and, if it is sub-partitioned, its complete second level), then attach it.
+
+    Everything is built detached and attached last, so the parent never routes rows into an
+    incomplete child; and it runs in one transaction, so a crash leaves nothing half-built."""
+    stmts = [create_table_sql(parent, name, spec, sub_partition_by(sub) if sub else None)]
+    if sub is None:
+        stmts += template_index_sql(parent, name, spec)
+    else:
+        me = Parent(parent.schema, name, parent.root)
+        if sub.hash is not None:
+            for r in range(sub.hash.modulus):
+                leaf = fit_identifier(name, f"_{r}")
+                stmts += child_statements(me, leaf, hash_bound(sub.hash.modulus, r), spec, None, column_types, now)
+        else:
+            assert sub.range is not None
+            ctype = column_types[sub.range.column]
+            tz = ZoneInfo(sub.range.time_zone)
+            for period in desired_range_periods(sub.range, now, None):
+                leaf = range_name(name, sub.range, period.lower)
+                b = (f"FOR VALUES FROM ({render_bound(period.lower, ctype, tz)}) "
+                     f"TO ({render_bound(period.upper, ctype, tz)})")
+                stmts += child_statements(me, leaf, b, spec, None, column_types, now)
+    if attach:
+        stmts.append(f"ALTER TABLE {qualified(parent.schema, parent.name)} ATTACH PARTITION "
+                     f"{qualified(parent.schema, name)} {bound}")
+    return stmts
+
+
+def template_drift(spec: PartitionPolicySpec, p: PartitionInfo) -> str | None:
+    """What a leaf partition lacks compared with the template (reported, never changed)."""
+    if p.relkind == "p" or p.is_default:
+        return None
+    tpl = spec.template
+    missing = []
+    opts = set(p.reloptions)
+    for k, v in sorted(tpl.storage_parameters.items()):
+        if f"{k}={v}" not in opts:
+            missing.append(f"{k}={v}")
+    if tpl.tablespace and (p.tablespace or "pg_default") != tpl.tablespace:
+        missing.append(f"tablespace {tpl.tablespace}")
+    for ix in tpl.indexes:
+        if fit_identifier(p.name, "_" + ix.name) not in p.index_names:
+            missing.append(f"index {ix.name}")
+    return f"{p.name}: lacks {', '.join(missing)}" if missing else None
+
+
+def sub_for(spec: PartitionPolicySpec, list_name: str | None) -> SubpartitionSpec | None:
+    """The second level a first-level child gets (None: it is a plain table)."""
+    sub = spec.subpartition
+    if sub is None:
+        return None
+    if sub.only is not None and list_name not in sub.only:
+        return None
+    return sub

@@ -1,0 +1,219 @@
+"""One range level: the periods to premake, rows of the DEFAULT partition in their way, and
+retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from ..catalog.partitions import PartitionInfo, TableObservation
+from ..errors import PlanError
+from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
+from ..sql.quote import fit_identifier, ident, qualified
+from ..sql.statements import Blocked, Plan, Step
+from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
+from .partition_retention import retention_steps
+from .ranges import (
+    Bound,
+    clamp_to_type,
+    key_suffix,
+    overlaps,
+    parse_range_bound,
+    render_range,
+    span,
+    uncovered,
+)
+
+
+@dataclass(frozen=True)
+class RangePartition:
+    """An observed range partition with parsed bounds."""
+
+    info: PartitionInfo
+    lower: Bound
+    upper: Bound
+
+
+@dataclass
+class RangeLayout:
+    """What the planner understood of the table; also feeds the status."""
+
+    column_type: str
+    partitions: list[RangePartition]
+    unparsed: list[PartitionInfo]
+    covered_until: Bound
+    drift: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewRange:
+    """A range partition to create: one period of the grid, or a bridge over the part of a period
+    that partitions on another grid (an earlier interval or time zone) leave uncovered."""
+
+    name: str
+    lower: Bound  # None: MINVALUE / MAXVALUE (an integer type's limit)
+    upper: Bound
+    bridge: bool = False
+
+
+def parse_parts(obs: TableObservation, column_type: str, tz: ZoneInfo) -> tuple[list[RangePartition],
+                                                                               list[PartitionInfo]]:
+    parts: list[RangePartition] = []
+    unparsed: list[PartitionInfo] = []
+    for p in obs.partitions:
+        if p.is_default:
+            continue
+        bounds = parse_range_bound(p.bound_expr, column_type, tz)
+        if bounds is None:
+            unparsed.append(p)
+        else:
+            parts.append(RangePartition(p, bounds[0], bounds[1]))
+    parts.sort(key=lambda rp: (rp.lower is not None, rp.lower))
+    return parts, unparsed
+
+
+def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_type: str, now: datetime,
+                     notes: list[str] | None = None) -> list[NewRange]:
+    """Everything of the window (the current period and `premake` after it) that no existing
+    partition covers: whole periods under their grid names, and the uncovered parts of periods that
+    existing partitions cover only partly as bridges (after a change of interval or time zone), so
+    the window never has a gap. Nothing planned overlaps an existing partition or another plan."""
+    tz = ZoneInfo(r.time_zone)
+    parts, _ = parse_parts(obs, column_type, tz)
+    covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
+    # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
+    names = {p.name for p in obs.partitions}
+    out: list[NewRange] = []
+    for period in desired_range_periods(r, now, obs.max_key):
+        want = clamp_to_type(period.lower, period.upper, column_type, tz)
+        if want is None:
+            continue  # beyond what the column's type can hold
+        if want.lo_key >= want.hi_key:  # type: ignore[operator]
+            continue  # empty for this column: a wall-clock hour repeated when clocks go back
+        gaps = uncovered(want, covers)
+        if len(gaps) == 1 and gaps[0].lo_key == want.lo_key and gaps[0].hi_key == want.hi_key:
+            out.append(NewRange(range_name(naming, r, period.lower), want.lower, want.upper))
+            continue
+        exact = any(c.lo_key == want.lo_key and c.hi_key == want.hi_key for c in covers)
+        if not exact and notes is not None:
+            by = [p.info.name for p, c in zip(parts, covers, strict=True)
+                  if overlaps(c.lo_key, c.hi_key, want.lo_key, want.hi_key)]
+            notes.append(f"[{period.lower}, {period.upper}) is covered by {', '.join(by)}"
+                         + (f" and {len(gaps)} bridging partitions" if gaps else ""))
+        for g in gaps:
+            assert g.lo_key is not None and g.hi_key is not None
+            base = fit_identifier(naming, f"_b{key_suffix(g.lo_key)}_{key_suffix(g.hi_key)}")
+            name, n = base, 1
+            while name in names or any(o.name == name for o in out):
+                n += 1
+                name = fit_identifier(naming, f"_b{key_suffix(g.lo_key)}_{key_suffix(g.hi_key)}_{n}")
+            out.append(NewRange(name, g.lower, g.upper, bridge=True))
+    return out
+
+
+def plan_range_level(
+    spec: PartitionPolicySpec, r: RangeSpec, parent: Parent, obs: TableObservation, column_type: str,
+    now: datetime, plan: Plan, root_level: bool,
+) -> RangeLayout:
+    tz = ZoneInfo(r.time_zone)
+    parts, unparsed = parse_parts(obs, column_type, tz)
+    by_name = {p.name: p for p in obs.partitions}
+    default = obs.default_partition if root_level else None
+    sub = spec.subpartition if root_level else None
+
+    planned = 0
+    for new in ranges_to_create(r, parent.naming, obs, column_type, now, plan.notes):
+        name = new.name
+        if name in by_name:
+            raise PlanError(
+                f"a partition named {name} exists with bounds {by_name[name].bound_expr!r}, which do not match "
+                f"[{new.lower}, {new.upper})",
+                reason="NameConflict",
+            )
+        lo, hi, bound = render_range(new.lower, new.upper, column_type, tz)
+        in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
+        if default is not None and in_default > 0:
+            if not spec.default_rows.move:
+                plan.blocked.append(Blocked("DefaultRowsConflict", (
+                    f"{in_default} rows in {default.name} fall in [{lo}, {hi}): partition {name} is not created "
+                    "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
+                continue
+            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, lo, hi, bound, sub, now))
+            planned += 1
+            continue
+        steps: list[Step] = []
+        stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now)
+        if default is not None and (obs.default_rows or 0) > 0:
+            # ATTACH scans the DEFAULT partition under an exclusive lock unless a valid CHECK constraint
+            # proves no row of it belongs to the new range. Validating that constraint first takes only
+            # SHARE UPDATE EXCLUSIVE, so writers keep going during the scan.
+            guard = fit_identifier("pgcurator_excl_" + name, "")
+            dq = qualified(default.schema, default.name)
+            col = ident(r.column)
+            steps.append(Step(kind="guard_default", target=default.name, group=name, statements=(
+                f"ALTER TABLE {dq} DROP CONSTRAINT IF EXISTS {ident(guard)}",
+                f"ALTER TABLE {dq} ADD CONSTRAINT {ident(guard)} CHECK (NOT ({col} >= {lo} AND {col} < {hi})) "
+                "NOT VALID",
+            ), description=f"prove no row of {default.name} falls in [{lo}, {hi}) without locking writers"))
+            steps.append(Step(kind="validate_default_guard", target=default.name, group=name,
+                              statements=(f"ALTER TABLE {dq} VALIDATE CONSTRAINT {ident(guard)}",),
+                              description=f"scan {default.name} for rows in [{lo}, {hi})"))
+            stmts.append(f"ALTER TABLE {dq} DROP CONSTRAINT IF EXISTS {ident(guard)}")
+        steps.append(Step(kind="create_partition", target=name, statements=tuple(stmts), group=name,
+                          description=f"[{lo}, {hi})" + (" bridging partitions on another grid" if new.bridge
+                                                         else "")))
+        plan.steps.extend(steps)
+        planned += 1
+
+    if root_level:
+        ends = [(p.info, p.upper) for p in parts]
+        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned))
+
+    covered: Bound = None
+    if parts:
+        uppers = [p.upper for p in parts]
+        covered = None if any(u is None for u in uppers) else max(uppers)  # type: ignore[type-var]
+    return RangeLayout(column_type, parts, unparsed, covered)
+
+
+def move_default_steps(
+    spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
+    lo: str, hi: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
+) -> list[Step]:
+    """Move the DEFAULT partition's rows of [lo, hi) into a new partition, then attach it.
+
+    Each batch is one statement (DELETE ... RETURNING feeding INSERT), so a row is always in
+    exactly one place; a crash between batches resumes with the next batch. The last batch and
+    the ATTACH share a transaction that holds writers off the table (under lockTimeout), so no
+    row can slip in between and no writer's row is routed by the old layout."""
+    cols = [c.name for c in obs.columns if not c.generated]
+    col_list = ", ".join(ident(c) for c in cols)
+    dq = qualified(default.schema, default.name)
+    target = qualified(parent.schema, name)
+    key = ident(spec.key_column)
+    where = f"{key} >= {lo} AND {key} < {hi}"
+    batch = spec.default_rows.batch_rows
+    move_batch = (f"WITH moved AS (DELETE FROM {dq} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {dq} WHERE {where} "
+                  f"LIMIT {batch})) RETURNING {col_list}) INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE "
+                  f"SELECT {col_list} FROM moved")
+    move_rest = (f"WITH moved AS (DELETE FROM {dq} WHERE {where} RETURNING {col_list}) "
+                 f"INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
+    create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False)
+    pq = qualified(parent.schema, parent.name)
+    attach = f"ALTER TABLE {pq} ATTACH PARTITION {target} {bound}"
+    return [
+        Step(kind="create_detached", target=name, statements=tuple(create), group=name,
+             description="new partition, attached once the DEFAULT partition's rows are in it"),
+        Step(kind="move_default_rows", target=name, statements=(move_batch,), group=name, repeat_until_zero=True,
+             description=f"move rows of [{lo}, {hi}) out of {default.name}, {batch} per transaction"),
+        # The parent is locked first, in a mode that conflicts with the writers' ROW EXCLUSIVE: an
+        # INSERT then waits before it routes its row, and routes it to the attached partition once
+        # this commits. Locking only the DEFAULT partition let an INSERT route its row there, wait,
+        # and then fail the DEFAULT's new partition constraint (23514). ONLY: the other partitions
+        # stay writable directly.
+        Step(kind="attach_moved", target=name, group=name, statements=(
+            f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
+            f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest, attach),
+            description="move the rows written meanwhile and attach, holding writers off the table"),
+    ]
