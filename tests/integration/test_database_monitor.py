@@ -48,7 +48,7 @@ class Harness:
         self.params = ConnParams(pg.host, pg.port, dbname, user, password, ssl_mode="disable")
         self.pools = PoolRegistry(max_size=4)
         self.events: list[Event] = []
-        self.woken: list[tuple[str, str, str]] = []
+        self.wakes: list[tuple[str, str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.runtime = False  # whether ctx.wake is set (as inside the operator)
 
@@ -57,7 +57,7 @@ class Harness:
             self.events.append(ev)
 
         def wake(kind: str, namespace: str, name: str) -> bool:
-            self.woken.append((kind, namespace, name))
+            self.wakes.append((kind, namespace, name))
             return True
 
         _kind, ns, name = resource.split("/")
@@ -65,6 +65,11 @@ class Harness:
                                 pools=self.pools, emit=emit, wake=wake if self.runtime else None,
                                 peers=lambda namespace: [b for b in self.bodies
                                                          if b["metadata"]["namespace"] == namespace])
+
+    @property
+    def woken(self) -> list[tuple[str, str, str]]:
+        """Resources the monitor woke (the listener waking the monitor itself is left out)."""
+        return [w for w in self.wakes if w[0] != "DatabaseMonitor"]
 
     async def monitor(self, spec: DatabaseMonitorSpec | None = None) -> Outcome:
         async with self.pools.connection(self.params) as conn:
@@ -226,7 +231,7 @@ async def test_drift_wakes_the_managing_index_policy_and_links_the_repair(
     async with curator.pools.connection(curator.params) as c:
         await reconcile_index_policy(curator.ctx(c, "IndexPolicy/default/orders"), ip_spec)
     await curator.monitor()
-    curator.woken.clear()
+    curator.wakes.clear()
 
     # The operator's own DDL wakes nobody; a hand DROP INDEX wakes the IndexPolicy.
     await su(pg, dbname, "DROP INDEX orders_customer_idx")
@@ -238,7 +243,7 @@ async def test_drift_wakes_the_managing_index_policy_and_links_the_repair(
 
     async with curator.pools.connection(curator.params) as c:
         await reconcile_index_policy(curator.ctx(c, "IndexPolicy/default/orders"), ip_spec)  # the repair
-    curator.woken.clear()
+    curator.wakes.clear()
     out = await curator.monitor()
     drop = next(c for c in out.status["changes"]["last"] if c["command"] == "DROP INDEX")
     repair = await conn.fetchrow("SELECT resource, step, target FROM pgcurator.history WHERE id = $1",
@@ -348,3 +353,43 @@ async def test_debian_postgresql_too(debian_pg: EmbeddedPostgres) -> None:
         await c.close()
     finally:
         await h.pools.close()
+
+
+async def test_a_detached_partition_and_an_altered_vector_index_wake_their_managers(
+        pg: EmbeddedPostgres, dbname: str, curator: Harness, conn: asyncpg.Connection) -> None:
+    await su(pg, dbname, "CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.execute(
+        "CREATE TABLE events (at date NOT NULL, v int) PARTITION BY RANGE (at); "
+        "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); "
+        "CREATE TABLE docs (id int PRIMARY KEY, emb vector(3)); "
+        "CREATE INDEX docs_emb_hnsw_idx ON docs USING hnsw (emb vector_cosine_ops)")
+    curator.runtime = True
+    curator.bodies = [
+        {"kind": "PartitionPolicy", "metadata": {"namespace": "default", "name": "events"},
+         "spec": {"database": DATABASE, "table": {"name": "events"},
+                  "range": {"column": "at", "interval": "1 year"}}},
+        {"kind": "VectorIndex", "metadata": {"namespace": "default", "name": "docs"},
+         "spec": {"database": DATABASE, "table": {"name": "docs"}, "column": "emb", "type": "vector",
+                  "dimensions": 3, "metric": "cosine"}},
+    ]
+    await curator.monitor()
+    await su(pg, dbname, install_sql())
+    await curator.monitor()
+    curator.wakes.clear()
+    await su(pg, dbname, "ALTER TABLE events DETACH PARTITION events_2025")
+    await curator.monitor()
+    assert curator.woken == [("PartitionPolicy", "default", "events")]
+    curator.wakes.clear()
+    await su(pg, dbname, "ALTER INDEX docs_emb_hnsw_idx SET (ef_construction = 32)")
+    await curator.monitor()
+    assert curator.woken == [("VectorIndex", "default", "docs")]
+    # A change to a partition's own index reaches the partitioned table's manager through the
+    # fingerprint's parent links (the partition is attached again first).
+    await su(pg, dbname, "ALTER TABLE events ATTACH PARTITION events_2025 FOR VALUES FROM ('2025-01-01') TO "
+                         "('2026-01-01'); CREATE INDEX events_2025_v ON events_2025 (v)")
+    await expire(conn)
+    await curator.monitor()  # the fingerprint learns events_2025's parent
+    curator.wakes.clear()
+    await su(pg, dbname, "DROP INDEX events_2025_v")
+    await curator.monitor()
+    assert curator.woken == [("PartitionPolicy", "default", "events")]

@@ -292,3 +292,24 @@ def test_statements_that_may_hold_a_password_never_reach_the_status() -> None:
     cur = [{"queryid": 1, "userid": 1, "calls": 3, "total_ms": 3.0, "rows": 0,
             "query": "ALTER ROLE app PASSWORD 'hunter2'"}]
     assert "hunter2" not in str(statement_deltas({}, cur, 1))
+
+
+def test_monitor_metrics_replace_their_table_series_and_go_with_the_resource() -> None:
+    from pgcurator import metrics
+
+    def tables(*names: str) -> list[dict[str, Any]]:
+        return [{"table": n, "tableBytes": 1, "indexBytes": 2, "toastBytes": 0, "rows": 5, "deadRows": 1,
+                 "growthBytesPerDay": 10, "heapHitRatio": 0.9, "indexHitRatio": None} for n in names]
+
+    db = {"sizeBytes": 100, "cacheHitRatio": 0.99, "xidAge": 1000}
+    metrics.observe_monitor_statistics("ns-m", "mon", tables("public.a", "public.b"), db)
+    metrics.observe_monitor_statistics("ns-m", "mon", tables("public.b"), db)
+    metrics.observe_monitor_changes("ns-m", "mon", "v1", {"fingerprint": 2}, {"event_trigger": False})
+    metrics.observe_monitor_changes("ns-m", "mon", "v2", {"fingerprint": 3}, {"event_trigger": True})
+    text = metrics.exposition().decode()
+    assert 'pgcurator_table_rows{name="mon",namespace="ns-m",table="public.b"} 5.0' in text
+    assert 'table="public.a"' not in text  # gone from the largest tables: no stale series
+    assert 'version="v2"' in text and 'version="v1"' not in text
+    assert 'pgcurator_schema_changes{mechanism="fingerprint",name="mon",namespace="ns-m"} 3.0' in text
+    metrics.forget_resource("ns-m", "mon")
+    assert 'namespace="ns-m"' not in metrics.exposition().decode()
