@@ -23,7 +23,7 @@ from pgcurator.planner.monitor_trigger import install_sql
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.index import reconcile_index_policy
 from pgcurator.reconcile.monitor import reconcile_database_monitor
-from pgcurator.reconcile.monitor_listen import keep_listening, stop_listening
+from pgcurator.reconcile.monitor_listen import _LISTENERS, keep_listening, stop_listening
 from pgcurator.reconcile.outcome import Event, Outcome
 
 from ..conftest import APP_ROLE
@@ -291,6 +291,14 @@ async def test_a_notify_from_the_trigger_wakes_the_listener(pg: EmbeddedPostgres
     woke.clear()
     await conn.execute("CREATE TABLE ping (id int)")
     await asyncio.wait_for(woke.wait(), 30)
+
+    # The monitor is gone from the runtime (wake answers False): the next notification ends the listener.
+    keep_listening(MONITOR, curator.params, lambda: False, stale_after=300)
+    await conn.execute("CREATE TABLE ping2 (id int)")
+    deadline = asyncio.get_running_loop().time() + 30
+    while MONITOR in _LISTENERS:
+        assert asyncio.get_running_loop().time() < deadline, "the listener kept running"
+        await asyncio.sleep(0.1)
 
 
 async def test_excluded_schemas_and_dry_run(pg: EmbeddedPostgres, dbname: str, curator: Harness,

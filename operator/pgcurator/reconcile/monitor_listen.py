@@ -4,7 +4,8 @@ change instead of at its next fingerprint.
 One dedicated connection per monitor (LISTEN needs a session of its own; a pooled one would be
 held forever), outside the per-database pool. The changes themselves are in
 pgcurator.schema_changes, so a lost notification only delays: the next run reads them anyway.
-A listener whose monitor stopped refreshing it (deleted, or this replica lost the lead) closes."""
+A listener closes when its monitor stops refreshing it (deleted, or this replica lost the lead)
+or, at the next notification, when the runtime no longer knows the monitor."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class _Listener:
         return time.monotonic() - self.touched < self.stale_after
 
     def _notified(self, *_: Any) -> None:
-        self.wake()
+        if self.wake() is False:  # the runtime no longer knows the monitor (deleted): stop listening
+            self.touched = float("-inf")
 
     async def run(self) -> None:
         backoff = 1.0
@@ -63,7 +65,7 @@ class _Listener:
                 try:
                     await conn.add_listener(CHANNEL, self._notified)
                     self.connected, backoff = True, 1.0
-                    self.wake()  # catch up with whatever happened while we were not listening
+                    self._notified()  # catch up with whatever happened while we were not listening
                     closed = asyncio.Event()
                     conn.add_termination_listener(lambda _c, ev=closed: ev.set())
                     while self.fresh() and not closed.is_set() and not conn.is_closed():
