@@ -51,6 +51,7 @@ class Harness:
         self.wakes: list[tuple[str, str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.runtime = False  # whether ctx.wake is set (as inside the operator)
+        self.status: dict[str, Any] = {}  # the resource's status as the last run left it
 
     def ctx(self, conn: Any, resource: str = MONITOR) -> ReconcileContext:
         async def emit(ev: Event) -> None:
@@ -61,7 +62,8 @@ class Harness:
             return True
 
         _kind, ns, name = resource.split("/")
-        return ReconcileContext(conn=conn, resource=resource, namespace=ns, name=name, body={}, params=self.params,
+        return ReconcileContext(conn=conn, resource=resource, namespace=ns, name=name,
+                                body={"status": self.status}, params=self.params,
                                 pools=self.pools, emit=emit, wake=wake if self.runtime else None,
                                 peers=lambda namespace: [b for b in self.bodies
                                                          if b["metadata"]["namespace"] == namespace])
@@ -73,7 +75,9 @@ class Harness:
 
     async def monitor(self, spec: DatabaseMonitorSpec | None = None) -> Outcome:
         async with self.pools.connection(self.params) as conn:
-            return await reconcile_database_monitor(self.ctx(conn), spec or monitor_spec())
+            out = await reconcile_database_monitor(self.ctx(conn), spec or monitor_spec())
+        self.status = {**self.status, **out.status}  # merge-patched, as the API server does
+        return out
 
 
 @pytest.fixture
@@ -401,3 +405,17 @@ async def test_a_detached_partition_and_an_altered_vector_index_wake_their_manag
     await su(pg, dbname, "DROP INDEX events_2025_v")
     await curator.monitor()
     assert curator.woken == [("PartitionPolicy", "default", "events")]
+
+
+async def test_hidden_column_statistics_are_reported_until_the_next_column_run(
+        pg: EmbeddedPostgres, dbname: str, curator: Harness, conn: asyncpg.Connection) -> None:
+    await su(pg, dbname, "CREATE TABLE payroll (id int, salary int); INSERT INTO payroll SELECT g, g "
+                         "FROM generate_series(1, 5000) g; ANALYZE payroll")
+    out = await curator.monitor()
+    hidden = [p for p in out.status["privileges"] if p["reason"] == "ColumnStatisticsHidden"]
+    assert hidden and "public.payroll" in hidden[0]["message"]
+    assert hidden[0]["fix"].startswith(f'GRANT pg_read_all_data TO "{APP_ROLE}"')
+    await expire(conn, "statistics_at")  # statistics due again, column statistics (6h) not
+    out = await curator.monitor()
+    assert "columns" not in out.status["statistics"]
+    assert [p for p in out.status["privileges"] if p["reason"] == "ColumnStatisticsHidden"] == hidden

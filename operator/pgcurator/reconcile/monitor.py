@@ -55,8 +55,6 @@ async def reconcile_database_monitor(ctx: ReconcileContext, spec: DatabaseMonito
             "fingerprintOnly": counts.get("fingerprint", 0), "confirmedByBoth": counts.get("both", 0),
             "lastAt": recent[0]["at"] if recent else None, "last": recent,
         }
-        if run.woken:
-            status["changes"]["lastWoken"] = sorted(set(run.woken))
         listen = _listen(ctx, spec, trigger[0] == "Active")
         status["changeDetection"] = {
             "eventTrigger": {"state": trigger[0], "message": trigger[1]},
@@ -73,6 +71,10 @@ async def reconcile_database_monitor(ctx: ReconcileContext, spec: DatabaseMonito
                                  spec.slow_statements.enabled, hidden)
     status["privileges"] = [{"feature": m.feature, "reason": m.reason, "message": m.message, "fix": m.fix}
                             for m in missing]
+    if "columns" not in (fragment.get("statistics") or {}):
+        # column statistics were not due this run: what the last one found still holds
+        previous = (ctx.body.get("status") or {}).get("privileges") or []
+        status["privileges"] += [p for p in previous if p.get("feature") == "columnStatistics"]
     return _outcome(spec, status, trigger, missing)
 
 
