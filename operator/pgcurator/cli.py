@@ -81,6 +81,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return _local(args, dry_run=False)
 
 
+def _cmd_monitor_trigger_sql(args: argparse.Namespace) -> int:
+    from .planner.monitor_trigger import install_sql
+
+    print(install_sql(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     s = settings_module.current()
     p = argparse.ArgumentParser(prog="pgcurator", description=__doc__)
@@ -120,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .suggest_cli import add_parser as add_suggest  # index advice as IndexPolicy YAML (issue 15)
 
     add_suggest(sub)
+    trig = sub.add_parser("monitor-trigger-sql", help="print the DatabaseMonitor event trigger SQL, for a superuser "
+                          "to run in the monitored database when the operator's role may not create event triggers")
+    trig.set_defaults(func=_cmd_monitor_trigger_sql)
+
     return p
 
 

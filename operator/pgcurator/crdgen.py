@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from .kube import GROUP, VERSION
 from .models.index import INDEX_POLICY_CEL, IndexPolicySpec
+from .models.monitor import DATABASE_MONITOR_CEL, DatabaseMonitorSpec
 from .models.partition import PARTITION_POLICY_CEL, PartitionPolicySpec
 from .models.tls import DB_TLS_CERT_CEL, DbTlsCertSpec
 from .models.vector import VECTOR_INDEX_CEL, VectorIndexSpec
@@ -167,6 +168,25 @@ CRDS: list[CrdInfo] = [
             *PRINTER_COMMON_TAIL,
         ],
         cel=VECTOR_INDEX_CEL,
+    ),
+    CrdInfo(
+        kind="DatabaseMonitor",
+        plural="databasemonitors",
+        singular="databasemonitor",
+        short_names=["dbmon"],
+        spec_model=DatabaseMonitorSpec,
+        description="Declares what to observe in one database, as a Prometheus ServiceMonitor declares what to "
+        "scrape: schema changes with who and when (an event trigger where the role may, plus a periodic catalog "
+        "fingerprint), drift handed at once to the resource that manages the object, table, column and database "
+        "statistics with growth, and slow statements from pg_stat_statements. One per database.",
+        printer_columns=[
+            {"name": "Schema-Version", "type": "string", "jsonPath": ".status.schemaVersion"},
+            {"name": "Changes", "type": "integer", "jsonPath": ".status.changes.total"},
+            {"name": "Last-Change", "type": "string", "jsonPath": ".status.changes.lastAt", "priority": 1},
+            {"name": "Trigger", "type": "string", "jsonPath": ".status.changeDetection.eventTrigger.state"},
+            *PRINTER_COMMON_TAIL,
+        ],
+        cel=DATABASE_MONITOR_CEL,
     ),
 ]
 

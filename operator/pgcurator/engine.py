@@ -75,6 +75,10 @@ class Surroundings:
     now: datetime | None = None  # plan as of this time (the CLI's --now); None: the clock
     # Whether another resource still exists (ownership take-over); None: assume it does.
     alive: Callable[[str], Awaitable[bool]] | None = None
+    # Run another resource now (DatabaseMonitor: drift repaired at once), and the bodies of the
+    # resources known in a namespace; None outside the operator.
+    wake: Callable[[str, str, str], bool] | None = None
+    peers: Callable[[str], list[dict[str, Any]]] | None = None
 
 
 Prepare = Callable[[Any], Awaitable[None]]
@@ -127,7 +131,7 @@ class Engine:
         return ReconcileContext(
             conn=conn, resource=env.resource, namespace=env.namespace, name=env.name, body=env.body,
             params=params, pools=self.pools, kube=env.kube, emit=env.emit, publish_progress=env.progress,
-            timeouts=spec.timeouts, alive=env.alive, now=env.now,
+            timeouts=spec.timeouts, alive=env.alive, now=env.now, wake=env.wake, peers=env.peers,
         )
 
     async def reconcile(self, handler: KindHandler[Any], spec: CommonSpec, env: Surroundings,

@@ -7,11 +7,13 @@ from typing import Any
 from .engine import KindHandler
 from .models.common import Schedule, schedule_seconds
 from .models.index import IndexPolicySpec
+from .models.monitor import DatabaseMonitorSpec
 from .models.partition import PartitionPolicySpec
 from .models.tls import DbTlsCertSpec
 from .models.vector import VectorIndexSpec
 from .reconcile.context import ReconcileContext
 from .reconcile.index import cleanup_index_policy, reconcile_index_policy
+from .reconcile.monitor import cleanup_database_monitor, reconcile_database_monitor
 from .reconcile.outcome import Outcome
 from .reconcile.partition import cleanup_partition_policy, reconcile_partition_policy
 from .reconcile.tls import cleanup_db_tls_cert, reconcile_db_tls_cert
@@ -71,4 +73,16 @@ VECTOR_INDEX: KindHandler[VectorIndexSpec] = KindHandler(
     cleanup=cleanup_vector_index,
 )
 
-ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY, INDEX_POLICY, DB_TLS_CERT, VECTOR_INDEX]
+DATABASE_MONITOR: KindHandler[DatabaseMonitorSpec] = KindHandler(
+    kind="DatabaseMonitor",
+    plural="databasemonitors",
+    model=DatabaseMonitorSpec,
+    reconcile=reconcile_database_monitor,
+    schedule_seconds=lambda spec: spec.schedule_seconds(),
+    # one monitor run per database at a time; it never takes a table's lock, so it never waits
+    # behind (or delays) the resources it wakes
+    table_of=lambda spec: "database-monitor",
+    cleanup=cleanup_database_monitor,
+)
+
+ALL_KINDS: list[KindHandler[Any]] = [PARTITION_POLICY, INDEX_POLICY, DB_TLS_CERT, VECTOR_INDEX, DATABASE_MONITOR]

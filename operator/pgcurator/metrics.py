@@ -75,8 +75,47 @@ HEARTBEAT_AGE = Gauge(
     registry=REGISTRY,
 )
 
+# DatabaseMonitor: what it sees, per monitor. Table series only for the largest tables, so a
+# database with thousands of tables does not flood Prometheus.
+MONITOR_TABLE_SERIES = 50
+SCHEMA_CHANGES = Gauge(
+    "pgcurator_schema_changes", "Schema changes recorded (within retention), by mechanism (event_trigger, "
+    "fingerprint, both).", ["namespace", "name", "mechanism"], registry=REGISTRY,
+)
+SCHEMA_VERSION = Gauge(
+    "pgcurator_schema_version_info", "1 for the current schema version (catalog fingerprint hash).",
+    ["namespace", "name", "version"], registry=REGISTRY,
+)
+MONITOR_MECHANISM = Gauge(
+    "pgcurator_monitor_mechanism_available", "1 when a DatabaseMonitor mechanism works (event_trigger, "
+    "fingerprint, listen, slow_statements).", ["namespace", "name", "mechanism"], registry=REGISTRY,
+)
+TABLE_BYTES = Gauge(
+    "pgcurator_table_bytes", "Bytes of a table by part (table, index, toast), largest tables.",
+    ["namespace", "name", "table", "part"], registry=REGISTRY,
+)
+TABLE_ROWS = Gauge("pgcurator_table_rows", "Live rows of a table.", ["namespace", "name", "table"], registry=REGISTRY)
+TABLE_DEAD_ROWS = Gauge("pgcurator_table_dead_rows", "Dead rows of a table.", ["namespace", "name", "table"],
+                        registry=REGISTRY)
+TABLE_GROWTH = Gauge(
+    "pgcurator_table_growth_bytes_per_day", "Growth of a table (all parts) per day, from the monitor's snapshots.",
+    ["namespace", "name", "table"], registry=REGISTRY,
+)
+TABLE_CACHE_HIT = Gauge(
+    "pgcurator_table_cache_hit_ratio", "Buffer cache hit ratio of a table's heap or indexes.",
+    ["namespace", "name", "table", "part"], registry=REGISTRY,
+)
+DATABASE_CACHE_HIT = Gauge("pgcurator_database_cache_hit_ratio", "Buffer cache hit ratio of the database.",
+                           ["namespace", "name"], registry=REGISTRY)
+DATABASE_XID_AGE = Gauge("pgcurator_database_xid_age", "Age of the database's datfrozenxid (wraparound distance).",
+                         ["namespace", "name"], registry=REGISTRY)
+DATABASE_BYTES = Gauge("pgcurator_database_bytes", "Size of the database.", ["namespace", "name"], registry=REGISTRY)
+_MONITOR_TABLE_GAUGES = (TABLE_BYTES, TABLE_ROWS, TABLE_DEAD_ROWS, TABLE_GROWTH, TABLE_CACHE_HIT)
+
 # Per-resource gauges, keyed by (namespace, name) in their first two labels.
-_PER_RESOURCE: tuple[Gauge, ...] = (PARTITIONS_AHEAD, BUILD_PROGRESS, CERT_EXPIRY)
+_PER_RESOURCE: tuple[Gauge, ...] = (PARTITIONS_AHEAD, BUILD_PROGRESS, CERT_EXPIRY, SCHEMA_CHANGES, SCHEMA_VERSION,
+                                    MONITOR_MECHANISM, DATABASE_CACHE_HIT, DATABASE_XID_AGE, DATABASE_BYTES,
+                                    *_MONITOR_TABLE_GAUGES)
 
 
 class _PoolCollector(Collector):
@@ -123,6 +162,47 @@ def observe_status(kind: str, namespace: str, name: str, status: dict[str, Any])
     """Gauges that follow a published status."""
     if kind == "PartitionPolicy" and isinstance(status.get("partitionsAhead"), int):
         PARTITIONS_AHEAD.labels(namespace, name).set(status["partitionsAhead"])
+
+
+def observe_monitor_changes(namespace: str, name: str, version: str | None, counts: dict[str, int],
+                            mechanisms: dict[str, bool]) -> None:
+    for mechanism in ("event_trigger", "fingerprint", "both"):
+        SCHEMA_CHANGES.labels(namespace, name, mechanism).set(counts.get(mechanism, 0))
+    if version:
+        _forget(SCHEMA_VERSION, namespace, name)
+        SCHEMA_VERSION.labels(namespace, name, version).set(1)
+    for mechanism, up in mechanisms.items():
+        MONITOR_MECHANISM.labels(namespace, name, mechanism).set(1 if up else 0)
+
+
+def observe_monitor_statistics(namespace: str, name: str, tables: list[dict[str, Any]],
+                               database: dict[str, Any]) -> None:
+    """Replaces the monitor's table series: a table gone from the largest ones leaves no stale series."""
+    for gauge in _MONITOR_TABLE_GAUGES:
+        _forget(gauge, namespace, name)
+    for t in tables:
+        table = t["table"]
+        for part, key in (("table", "tableBytes"), ("index", "indexBytes"), ("toast", "toastBytes")):
+            TABLE_BYTES.labels(namespace, name, table, part).set(t[key])
+        TABLE_ROWS.labels(namespace, name, table).set(t["rows"])
+        if t.get("deadRows") is not None:
+            TABLE_DEAD_ROWS.labels(namespace, name, table).set(t["deadRows"])
+        if t.get("growthBytesPerDay") is not None:
+            TABLE_GROWTH.labels(namespace, name, table).set(t["growthBytesPerDay"])
+        for part, key in (("heap", "heapHitRatio"), ("index", "indexHitRatio")):
+            if t.get(key) is not None:
+                TABLE_CACHE_HIT.labels(namespace, name, table, part).set(t[key])
+    if database.get("cacheHitRatio") is not None:
+        DATABASE_CACHE_HIT.labels(namespace, name).set(database["cacheHitRatio"])
+    if database.get("xidAge") is not None:
+        DATABASE_XID_AGE.labels(namespace, name).set(database["xidAge"])
+    DATABASE_BYTES.labels(namespace, name).set(database["sizeBytes"])
+
+
+def _forget(gauge: Gauge, namespace: str, name: str) -> None:
+    for labels in _label_sets(gauge):
+        if labels[:2] == (namespace, name):
+            gauge.remove(*labels)
 
 
 def forget_resource(namespace: str, name: str) -> None:

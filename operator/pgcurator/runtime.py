@@ -27,6 +27,7 @@ from .engine import Engine, KindHandler, Prepare, Surroundings, format_validatio
 from .errors import CuratorError, SecretProblem
 from .kube import FINALIZER, GROUP, VERSION, Kube
 from .models.common import CommonSpec, DeletionPolicy
+from .reconcile import monitor_listen
 from .reconcile.outcome import Condition, Event, Outcome
 from .settings import Settings
 
@@ -191,7 +192,7 @@ class Worker:
 
         return Surroundings(resource=self.name, namespace=meta["namespace"], name=meta["name"], body=body,
                             params=params, emit=emit, progress=progress, kube=self.runtime.kube,
-                            alive=self.runtime.resource_alive)
+                            alive=self.runtime.resource_alive, wake=self.runtime.wake, peers=self.runtime.bodies)
 
     async def _reconcile_once(self, body: dict[str, Any]) -> float | None:
         started = time.monotonic()
@@ -300,6 +301,18 @@ class Runtime:
         except Exception:
             return True
 
+    def wake(self, kind: str, namespace: str, name: str) -> bool:
+        """Run that resource now instead of at its next schedule (a DatabaseMonitor saw drift)."""
+        for (plural, ns, n), worker in self.workers.items():
+            if ns == namespace and n == name and self.handlers[plural].kind == kind:
+                worker.wake.set()
+                return True
+        return False
+
+    def bodies(self, namespace: str) -> list[dict[str, Any]]:
+        """The resources known in a namespace, as last seen (each body carries its kind)."""
+        return [w.body for (_, ns, _), w in self.workers.items() if ns == namespace]
+
     def observe(self, plural: str, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (plural, meta["namespace"], meta["name"])
@@ -366,6 +379,7 @@ class Runtime:
     def deactivate(self) -> None:
         """Lost the leadership: stop acting at once (the advisory lock guards the remainder)."""
         self.active = False
+        monitor_listen.stop_all()
         for worker in self.workers.values():
             if worker.task is not None:
                 worker.task.cancel()
@@ -378,6 +392,7 @@ class Runtime:
         return out
 
     async def stop(self) -> None:
+        monitor_listen.stop_all()
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()

@@ -26,6 +26,8 @@ EXPECTED = {
     "partitionpolicy-secret-not-found": "Degraded",
     "partitionpolicy-table-not-found": "Degraded",
     "partitionpolicy-unreachable-transient": "Progressing",  # retried by the operator
+    "databasemonitor-ready": "Healthy",
+    "databasemonitor-trigger-unavailable": "Healthy",  # EventTrigger=False is reported, not an error
 }
 
 

@@ -1,4 +1,5 @@
 -- Argo CD health check for every pgcurator.io kind (PartitionPolicy, IndexPolicy, VectorIndex,
+-- DatabaseMonitor,
 -- DbTlsCert): they share one status contract (observedGeneration; conditions Ready, Progressing,
 -- Degraded, each with observedGeneration).
 --   Healthy      Ready is True for the current generation

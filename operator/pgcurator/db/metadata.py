@@ -96,6 +96,109 @@ MIGRATIONS: tuple[str, ...] = (
     );
     COMMENT ON TABLE pgcurator.owners IS 'pgcurator: the resource that manages each object it created or adopted.';
     """,
+    # 6: DatabaseMonitor: schema changes (event trigger and catalog fingerprint), fingerprint
+    # snapshots (one row per schema version), and how far each monitor has processed
+    """
+    CREATE TABLE IF NOT EXISTS pgcurator.schema_changes (
+        id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        changed_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
+        detected_at      timestamptz NOT NULL DEFAULT now(),
+        mechanism        text NOT NULL,
+        command_tag      text,
+        object_type      text,
+        schema_name      text,
+        object_identity  text,
+        statement        text,
+        session_user_name text,
+        application_name text,
+        client_addr      text,
+        transaction_id   bigint,
+        confirmed        boolean NOT NULL DEFAULT false,
+        schema_version   text,
+        woke             text[],
+        woke_after_history_id bigint,
+        repaired_by      bigint
+    );
+    CREATE INDEX IF NOT EXISTS schema_changes_changed_idx ON pgcurator.schema_changes (changed_at);
+    COMMENT ON TABLE pgcurator.schema_changes IS
+        'pgcurator DatabaseMonitor: every schema change seen, with who and when where the event trigger saw it.';
+    CREATE TABLE IF NOT EXISTS pgcurator.schema_snapshots (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        taken_at    timestamptz NOT NULL DEFAULT now(),
+        resource    text NOT NULL,
+        version     text NOT NULL,
+        objects     integer NOT NULL,
+        definitions jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS schema_snapshots_resource_idx ON pgcurator.schema_snapshots (resource, id);
+    CREATE TABLE IF NOT EXISTS pgcurator.monitor_state (
+        resource          text PRIMARY KEY,
+        last_change_id    bigint NOT NULL DEFAULT 0,
+        fingerprint_at    timestamptz,
+        statistics_at     timestamptz,
+        columns_at        timestamptz,
+        pruned_at         timestamptz,
+        schema_version    text
+    );
+    """,
+    # 7: DatabaseMonitor statistics snapshots
+    """
+    CREATE TABLE IF NOT EXISTS pgcurator.table_stats (
+        taken_at      timestamptz NOT NULL DEFAULT now(),
+        resource      text NOT NULL,
+        schema_name   text NOT NULL,
+        table_name    text NOT NULL,
+        est_rows      bigint NOT NULL,
+        live_rows     bigint,
+        dead_rows     bigint,
+        table_bytes   bigint NOT NULL,
+        index_bytes   bigint NOT NULL,
+        toast_bytes   bigint NOT NULL,
+        seq_scan      bigint,
+        idx_scan      bigint,
+        heap_hit      bigint,
+        heap_read     bigint,
+        idx_hit       bigint,
+        idx_read      bigint,
+        last_vacuum   timestamptz,
+        last_analyze  timestamptz
+    );
+    CREATE INDEX IF NOT EXISTS table_stats_lookup_idx ON pgcurator.table_stats (resource, schema_name, table_name, taken_at);
+    CREATE INDEX IF NOT EXISTS table_stats_taken_idx ON pgcurator.table_stats (taken_at);
+    CREATE TABLE IF NOT EXISTS pgcurator.column_stats (
+        taken_at    timestamptz NOT NULL DEFAULT now(),
+        resource    text NOT NULL,
+        schema_name text NOT NULL,
+        table_name  text NOT NULL,
+        column_name text NOT NULL,
+        null_frac   real,
+        n_distinct  double precision,
+        avg_width   integer
+    );
+    CREATE INDEX IF NOT EXISTS column_stats_taken_idx ON pgcurator.column_stats (resource, taken_at);
+    CREATE TABLE IF NOT EXISTS pgcurator.database_stats (
+        taken_at      timestamptz NOT NULL DEFAULT now(),
+        resource      text NOT NULL,
+        size_bytes    bigint NOT NULL,
+        blks_hit      bigint,
+        blks_read     bigint,
+        xact_commit   bigint,
+        xact_rollback bigint,
+        xid_age       bigint
+    );
+    CREATE INDEX IF NOT EXISTS database_stats_taken_idx ON pgcurator.database_stats (resource, taken_at);
+    CREATE TABLE IF NOT EXISTS pgcurator.statement_stats (
+        taken_at    timestamptz NOT NULL DEFAULT now(),
+        resource    text NOT NULL,
+        queryid     bigint NOT NULL,
+        userid      oid NOT NULL,
+        calls       bigint NOT NULL,
+        total_ms    double precision NOT NULL,
+        rows        bigint NOT NULL,
+        query       text
+    );
+    CREATE INDEX IF NOT EXISTS statement_stats_taken_idx ON pgcurator.statement_stats (resource, taken_at);
+    """,
 )
 VERSION = len(MIGRATIONS)
 

@@ -43,6 +43,10 @@ class ReconcileContext:
     alive: Callable[[str], Awaitable[bool]] | None = None
     # Plan as of this time instead of the clock (`pgcurator apply --now`); None in the operator.
     now: datetime | None = None
+    # Run another resource now ("Kind", namespace, name) -> whether it is known (DatabaseMonitor:
+    # drift repaired at once), and the resource bodies known in a namespace. None outside the runtime.
+    wake: Callable[[str, str, str], bool] | None = None
+    peers: Callable[[str], list[dict[str, Any]]] | None = None
     _last_progress: float = field(default=0.0, repr=False)
 
     @asynccontextmanager
