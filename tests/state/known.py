@@ -1,0 +1,67 @@
+"""Defects already being fixed on other branches (issue 12's numbered items and the lead's shared
+mechanisms). The explorer forgives a failure ONLY when it is attributed to one of these, and counts
+the hit; every entry has a pinned reproduction marked `xfail(strict=True)` in test_known_defects.py,
+which turns red once the fix is merged. When merging a fix: remove its marker there AND its entry
+here, so the explorer stops forgiving it.
+
+Attribution is by experiment where possible (the same state without the database-level setting,
+or with the metadata schema in place, passes) and otherwise by the symptom."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .invariants import Broken
+
+# Settings the lead pins on every pooled connection (pgcurator.db.session).
+PINNED_BY_LEAD = {"DateStyle", "IntervalStyle", "TimeZone", "search_path", "extra_float_digits"}
+
+
+@dataclass(frozen=True)
+class Known:
+    key: str
+    where: str  # issue item and the branch fixing it
+    matches: Callable[[Broken], bool]
+
+
+def _msg(b: Broken) -> str:
+    text = b.detail
+    if b.result is not None:
+        text += " " + b.result.message + " " + " ".join(b.result.tracebacks)
+    return text
+
+
+KNOWN: list[Known] = [
+    Known("metadata-absent", "issue 12 item 1 (lead: ensure_metadata before every reconcile)",
+          lambda b: 'schema "pgcurator" does not exist' in _msg(b)),
+    Known("planner-valueerror", "issue 12 item 13 (branch partition)",
+          lambda b: b.invariant == "no InternalError" and bool(
+              re.search(r"(ValueError|OverflowError|DatetimeFieldOverflow|date value out of range|"
+                        r"year \d+ is out of range|timestamp out of range)", _msg(b)))),
+    Known("reads-ignore-lock-timeout", "issue 12 item 3 (lead: prepare_session on every connection)",
+          lambda b: b.invariant in ("reads respect lockTimeout", "returns within lockTimeout")),
+]
+
+# Found by this suite (not in issue 12's list); reported to the owner with a minimal reproduction.
+FOUND: list[Known] = [
+    Known("partial-overlap-hole", "found by the state suite: a period partly covered by an existing partition "
+          "counts as covered, leaving a hole while Ready (owner: partition; item 10 is one instance)",
+          lambda b: b.invariant == "no gap inside the window while Ready" and b.result is not None and any(
+              "is already covered by" in n for n in b.result.status.get("notes", []))),
+    Known("retention-needs-two-runs", "found by the state suite: retention keeps the only observed partition "
+          "although the same run creates a newer one, so the next run drops it (owner: partition)",
+          lambda b: b.invariant == "second reconcile plans nothing" and b.result is not None and all(
+              "retention" in s or "DETACH PARTITION" in s or s.startswith("DROP TABLE")
+              for s in b.result.status.get("plan", []))),
+]
+
+# Found by differential re-runs in the explorer (see attribute()).
+SETTINGS = Known("database-settings", "lead: pinned session settings (pgcurator.db.session)", lambda b: False)
+METADATA_OLDER = Known("metadata-older", "lead: versioned metadata schema (pgcurator.db.metadata)", lambda b: False)
+TIMEZONE_CHANGE = Known("timezone-change-hole", "issue 12 item 10 (branch partition)", lambda b: False)
+
+
+def by_symptom(b: Broken) -> Known | None:
+    return next((k for k in [*KNOWN, *FOUND] if k.matches(b)), None)
