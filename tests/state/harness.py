@@ -148,7 +148,9 @@ class Harness:
 
     async def connect(self, superuser: bool = True, **settings: str) -> asyncpg.Connection:
         url = self.admin_url if superuser else self.app_url
-        return await asyncpg.connect(url, server_settings={**PINNED, **settings})
+        # No statement cache: every example drops and recreates the tables under the same names,
+        # with other column types, and a cached statement would keep the old parameter types.
+        return await asyncpg.connect(url, server_settings={**PINNED, **settings}, statement_cache_size=0)
 
     async def admin(self) -> asyncpg.Connection:
         if self._admin is None or self._admin.is_closed():

@@ -29,6 +29,22 @@ def _window_exprs(case_key: str, r: dict[str, Any]) -> list[str]:
     tz = r.get("timeZone", "UTC").replace("'", "''")
     iv = f"interval '{n} {unit}'"
     out = []
+    p1 = int(r["premake"]) + 1
+    if n == "1":
+        # The whole current period and the window's last instant (PostgreSQL's date_trunc in the
+        # policy's zone; hours are aligned on UTC, as the README says).
+        unit1 = unit.rstrip("s")
+        if case_key == "timestamptz":
+            start = ("date_trunc('hour', $1::timestamptz)" if unit1 == "hour"
+                     else f"date_trunc('{unit1}', $1::timestamptz, '{tz}')")
+            out += [start, f"({start} + {p1} * {iv} - interval '1 microsecond')"]
+        elif case_key == "timestamp":
+            start = (f"(date_trunc('hour', $1::timestamptz) AT TIME ZONE '{tz}')" if unit1 == "hour"
+                     else f"date_trunc('{unit1}', $1::timestamptz AT TIME ZONE '{tz}')")
+            out += [start, f"({start} + {p1} * {iv} - interval '1 microsecond')"]
+        else:
+            start = f"date_trunc('{unit1}', $1::timestamptz AT TIME ZONE '{tz}')::date"
+            out += [start, f"({start} + {p1} * {iv} - interval '1 day')::date"]
     for k in range(int(r["premake"]) + 1):
         if case_key == "timestamptz":
             out.append(f"($1::timestamptz + {k} * {iv})")
@@ -63,7 +79,7 @@ async def probe_gaps(conn: asyncpg.Connection, table: str, key_type: str, r: dic
             values = [await conn.fetchval(f"SELECT {p}::bigint") for p in probes]
         else:
             values = [await conn.fetchval(f"SELECT {e}", now) for e in _window_exprs(key_type, r)]
-            lo_hi = (values[0], values[-1])
+            lo_hi = (min(values), max(values))
         bounds = await conn.fetch(
             "SELECT pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_inherits i "
             "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", t)
@@ -131,7 +147,11 @@ async def _digest(conn: asyncpg.Connection, case: PartitionCase, spec: dict[str,
     await tr.start()
     try:
         await conn.execute("SET LOCAL TimeZone = 'UTC'")
-        row = await (conn.fetchrow(sql, now) if "$1" in sql else conn.fetchrow(sql))
+        try:
+            async with conn.transaction():
+                row = await (conn.fetchrow(sql, now) if "$1" in sql else conn.fetchrow(sql))
+        except asyncpg.DatetimeFieldOverflowError:  # `keep` reaches before 4713 BC: retention removes nothing
+            row = await conn.fetchrow(sql.split(" WHERE ")[0])
     finally:
         await tr.rollback()
     return int(row[0]), int(row[1])

@@ -1,0 +1,108 @@
+"""Minimal reproductions of what the explorer attributes to known.py, each pinned as a strict xfail:
+it turns red when the fix is merged, so the marker (and the explorer's entry in known.py) is
+removed together. Each is the explorer's own check on one shrunk state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from .harness import Harness
+from .invariants import Broken
+from .partition_checks import reconcile_and_check
+from .partition_states import Part, PartitionCase, build
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def spec(**range_kw: object) -> dict[str, object]:
+    r: dict[str, object] = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1, **range_kw}
+    return {"table": {"schema": "st", "name": "events"}, "range": r,
+            "timeouts": {"lockTimeout": "2s", "lockRetries": 1}}
+
+
+def month(y: int, m: int, tz: str = "UTC") -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(y, m, 1, tzinfo=ZoneInfo(tz))
+
+
+class OtherFailure(RuntimeError):
+    """The reproduction failed, but not with its defect: the strict xfail (raises=Broken) does not
+    accept it, so a reproduction cannot pass for the wrong reason."""
+
+
+def run(h: Harness, case: PartitionCase, expected: str) -> None:
+    """Build the state and run the explorer's checks; the failure must be the expected invariant."""
+    async def go() -> None:
+        await build(h, case)
+        await reconcile_and_check(h, case, case.spec, case.now)
+
+    try:
+        h.run(go(), timeout=120)
+    except Broken as b:
+        if b.invariant != expected:
+            raise OtherFailure(f"expected {expected!r} to break, got: {b}") from b
+        raise
+
+
+def known(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, raises=Broken, reason=reason)
+
+
+@known("issue 12 item 1, fixed by the lead's ensure_metadata before every reconcile")
+def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Harness) -> None:
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours"), Part(month(2026, 12), month(2027, 1), "ours")])
+    run(harness, case, "no InternalError")
+
+
+@known("lead: versioned metadata schema (an older pgcurator.history without the "
+                   "operator column gives UndefinedColumnError -> InternalError)")
+def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="older")
+    run(harness, case, "no InternalError")
+
+
+@known("issue 12 item 10, fixed on branch partition")
+def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
+    old = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1}
+    s = spec(timeZone="Pacific/Chatham")
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", old,
+                         [Part(month(2026, 11), month(2026, 12), "ours"), Part(month(2026, 12), month(2027, 1), "ours")],
+                         metadata="current")
+    run(harness, case, "no gap inside the window while Ready")
+
+
+@known("found by the state suite (owner: partition): a period partly covered by an "
+                   "existing partition is treated as covered; the rest of it is a hole while Ready")
+def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: Harness) -> None:
+    # Shrunk by hypothesis: one foreign partition [2000-01-01 12:00, 2000-01-02 12:00), daily grid, now at
+    # midnight: the day [2000-01-01, 2000-01-02) is "already covered", rows at 00:00-11:59 find no partition.
+    s = spec(interval="1 day", premake=0)
+    s["defaultPartition"] = True
+    now = datetime(2000, 1, 1, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(datetime(2000, 1, 1, 12, tzinfo=UTC), datetime(2000, 1, 2, 12, tzinfo=UTC), "foreign")],
+                         metadata="current")
+    run(harness, case, "no gap inside the window while Ready")
+
+
+@known("found by the state suite (owner: partition): retention spares the only "
+                   "observed partition although the same run creates a newer one; the next run drops it")
+def test_retention_converges_in_one_run(harness: Harness) -> None:
+    # Shrunk by hypothesis: daily grid, keep 1, one partition two days old; the first run creates today's
+    # partition and keeps the old one ("never the last partition"), the second run plans its drop.
+    s = spec(interval="1 day", premake=0)
+    s["retention"] = {"keep": 1, "action": "drop"}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(datetime(1969, 12, 29, tzinfo=UTC), datetime(1969, 12, 30, tzinfo=UTC), "ours")],
+                         metadata="current")
+    run(harness, case, "second reconcile plans nothing")
