@@ -191,7 +191,7 @@ class Harness:
     # -- the reconcile ---------------------------------------------------------------------
 
     async def apply(self, kind: str, spec: dict[str, Any], *, now: datetime | None = None,
-                    name: str = "subject") -> Result:
+                    name: str = "subject", status: dict[str, Any] | None = None) -> Result:
         """One reconcile of one resource, through the operator's runtime."""
         assert self.runtime is not None, "reset() first"
         handler = KINDS[kind]
@@ -208,6 +208,8 @@ class Harness:
             "metadata": {"name": name, "namespace": NAMESPACE, "generation": self.generation,
                          "uid": f"uid-{name}", "resourceVersion": str(self.generation)},
             "spec": {"database": {"secretName": SECRET}, **spec},
+            # What the runtime passes between runs: the last published status is in the next body.
+            "status": dict(status or {}),
         }
         worker = Worker(self.runtime, handler, body)
         capture = _Capture()

@@ -60,6 +60,9 @@ FOUND: list[Known] = [
 # Found by differential re-runs in the explorer (see attribute()).
 SETTINGS = Known("database-settings", "lead: pinned session settings (pgcurator.db.session)", lambda b: False)
 METADATA_OLDER = Known("metadata-older", "lead: versioned metadata schema (pgcurator.db.metadata)", lambda b: False)
+METADATA_ABSENT = Known("metadata-absent-run", "issue 12 item 1 / lead: ensure_metadata before every reconcile",
+                        lambda b: False)
+PRUNE_OTHERS = Known("prune-drops-others", "issue 12 item 7 (branch index)", lambda b: False)
 TIMEZONE_CHANGE = Known("timezone-change-hole", "issue 12 item 10 (branch partition)", lambda b: False)
 
 
