@@ -145,3 +145,13 @@ def rows_conserved(kind: str, before: tuple[int, int], after: tuple[int, int], w
     counted(kind)
     if before != after:
         raise Broken("rows conserved", f"{what}: (count, checksum) {before} -> {after}")
+
+
+def same_plan(kind: str, with_settings: Result, without: Result, settings: dict[str, str]) -> None:
+    """A dry run under `ALTER DATABASE ... SET` equals the dry run of the same state without them."""
+    counted(kind)
+    a = (with_settings.reason, with_settings.status.get("plan"))
+    b = (without.reason, without.status.get("plan"))
+    if a != b:
+        raise Broken("database settings never change the plan",
+                     f"with {settings}: {a[0]} {str(a[1])[:300]}; without: {b[0]} {str(b[1])[:300]}", with_settings)

@@ -106,3 +106,16 @@ def test_retention_converges_in_one_run(harness: Harness) -> None:
                          [Part(datetime(1969, 12, 29, tzinfo=UTC), datetime(1969, 12, 30, tzinfo=UTC), "ours")],
                          metadata="current")
     run(harness, case, "second reconcile plans nothing")
+
+
+@known("found by the state suite (owner: partition): a plain table that only has the name of the partition to "
+       "create is reused by CREATE TABLE IF NOT EXISTS; the DEFAULT-row move pours rows into it")
+def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harness) -> None:
+    # Shrunk by hypothesis: rows of today in the DEFAULT partition, defaultRows.move, and someone's plain
+    # table st.events_p1969_12_31 (one row of its own). The move puts the DEFAULT's row into that table.
+    s = spec(interval="1 day", premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", loose_table=True, metadata="current")
+    run(harness, case, "objects owned by others untouched")
