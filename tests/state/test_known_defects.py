@@ -119,3 +119,34 @@ def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harne
     case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          default="rows_in", loose_table=True, metadata="current")
     run(harness, case, "objects owned by others untouched")
+
+
+@known("lead: pinned session settings (pgcurator.db.session): with ALTER DATABASE SET DateStyle = 'SQL, DMY' the "
+       "bounds pg_get_expr prints are not parsed and a healthy table is reported NameConflict")
+def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
+    import dataclasses
+
+    from .invariants import same_plan
+    from .partition_checks import KIND
+
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours")], metadata="current",
+                         settings={"DateStyle": "SQL, DMY"})
+
+    async def go() -> None:
+        await build(harness, case)
+        with_settings = await harness.apply(KIND, {**s, "dryRun": True}, now=NOW)
+        await build(harness, dataclasses.replace(case, settings={}))
+        without = await harness.apply(KIND, {**s, "dryRun": True}, now=NOW)
+        same_plan(KIND, with_settings, without, case.settings)
+
+    harness.run(go())
+
+
+@known("issue 12 item 13, fixed on branch partition: a spec the model accepts crashes the planner")
+def test_a_spec_the_model_accepts_is_planned_or_refused(harness: Harness) -> None:
+    s = spec(interval="9999 years", premake=400)
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="current")
+    run(harness, case, "no InternalError")

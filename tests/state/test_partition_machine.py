@@ -130,7 +130,9 @@ class PartitionMachine(RuleBasedStateMachine):
         inv.no_internal_error(KIND, result)
         after = await inv.row_digest(admin, "st.events")
         if self.spec.get("retention") is None:
-            inv.rows_conserved(KIND, (before[0] + added[0], before[1] + added[1]), after, "st.events with a writer")
+            inv.rows_conserved(KIND, (before[0] + added[0], before[1] + added[1]), after,
+                               f"st.events: {before[0]} rows before, the writer committed {added[0]} (failures: "
+                               f"{failures[:3]}), reconcile {result.reason}: {result.message[:300]}")
         inv.counted(KIND)
         if covered and failures:
             raise inv.Broken("a writer never fails where a partition exists", "; ".join(failures[:3]), result)
