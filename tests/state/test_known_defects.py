@@ -150,3 +150,31 @@ def test_a_spec_the_model_accepts_is_planned_or_refused(harness: Harness) -> Non
     case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          metadata="current")
     run(harness, case, "no InternalError")
+
+
+@known("found by the state suite (owner: partition): when the ATTACH that ends a DEFAULT-row move cannot get its "
+       "lock, the rows already moved sit in a detached table: the application no longer sees them until a later "
+       "run attaches it")
+def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harness) -> None:
+    # Shrunk from the state machine: a DEFAULT partition with rows of the current month, defaultRows.move, and
+    # another session holding SHARE UPDATE EXCLUSIVE on the parent while the policy runs.
+    from . import invariants as inv
+    from .locks import hold_lock, reconcile_under_lock
+    from .partition_checks import KIND
+
+    s = spec(premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        admin = await harness.admin()
+        before = await inv.row_digest(admin, "st.events")
+        assert before[0] > 0
+        blocker = await hold_lock(harness, "st.events", "SHARE UPDATE EXCLUSIVE")
+        result, _ = await reconcile_under_lock(harness, KIND, s, blocker, 2.0, now=NOW)
+        assert result.reason == "WaitingForLock", result.describe()
+        inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"), "st.events while the attach waits")
+
+    harness.run(go())

@@ -80,6 +80,8 @@ class PartitionMachine(RuleBasedStateMachine):
             self.run(step)
         except inv.Broken as b:
             k = known.by_symptom(b)
+            if k is None and b.invariant == "rows conserved" and "moved-rows-invisible" in self.known_hits:
+                k = next(x for x in known.FOUND if x.key == "moved-rows-invisible")  # they reappear later
             if k is None:
                 raise
             bump(KIND, f"known defects hit: {k.key}")
@@ -212,6 +214,8 @@ class PartitionMachine(RuleBasedStateMachine):
     @rule(mode=st.sampled_from(["SHARE UPDATE EXCLUSIVE", "SHARE ROW EXCLUSIVE", "ACCESS EXCLUSIVE"]))
     def reconcile_while_someone_holds_a_lock(self, mode: str) -> None:
         async def go() -> None:
+            admin = await self.h.admin()
+            before = await inv.row_digest(admin, "st.events")
             blocker = await hold_lock(self.h, "st.events", mode)
             result, watch = await reconcile_under_lock(self.h, KIND, self.spec, blocker, 1.0, now=self.now)
             bump(KIND, "lock states explored")
@@ -219,6 +223,9 @@ class PartitionMachine(RuleBasedStateMachine):
             if watch.violations:
                 raise inv.Broken("reads respect lockTimeout", "; ".join(watch.violations[:2]), result)
             inv.no_internal_error(KIND, result)
+            if self.spec.get("retention") is None:  # rows stay visible, whatever the reconcile could not do
+                inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"),
+                                   f"st.events while another session holds {mode}")
 
         self._check(go())
 
