@@ -155,3 +155,14 @@ def same_plan(kind: str, with_settings: Result, without: Result, settings: dict[
     if a != b:
         raise Broken("database settings never change the plan",
                      f"with {settings}: {a[0]} {str(a[1])[:300]}; without: {b[0]} {str(b[1])[:300]}", with_settings)
+
+
+def no_planned_statement_fails(kind: str, r: Result, rows: list[Any]) -> None:
+    """With no other session interfering, a statement the planner chose never fails in PostgreSQL:
+    a failure means the planner planned something the server refuses."""
+    counted(kind)
+    failed = [row for row in rows if row["outcome"] == "error"]
+    if failed:
+        f = failed[0]
+        raise Broken("no planned statement fails", f"{f['step']} {f['target']}: {f['error']}: {f['statement'][:300]}",
+                     r)

@@ -59,6 +59,11 @@ FOUND: list[Known] = [
           "table that merely has the partition's name; the DEFAULT move pours rows into it, ATTACH adopts it "
           "(owner: partition)",
           lambda b: b.invariant == "objects owned by others untouched" and "parent=None, bound=None" in b.detail),
+    Known("detach-concurrently-after-creating-default", "found by the state suite: one run creates the DEFAULT "
+          "partition and then detaches an old partition CONCURRENTLY, which PostgreSQL refuses once a DEFAULT "
+          "exists: StepFailed (owner: partition)",
+          lambda b: b.invariant == "no planned statement fails" and "cannot detach partitions concurrently when a "
+          "default partition exists" in b.detail),
     Known("moved-rows-invisible", "found by the state suite: rows moved out of the DEFAULT partition sit in a "
           "detached table while the final ATTACH waits for its lock (owner: partition)",
           lambda b: b.invariant == "rows conserved" and "while another session holds" in b.detail),

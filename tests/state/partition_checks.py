@@ -175,6 +175,7 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
     inv.no_internal_error(KIND, real)
     ran = await inv.history_since(admin, RESOURCE, mark)
     inv.statements_within_lock_timeout(KIND, ran, 2.0)
+    inv.no_planned_statement_fails(KIND, real, ran)
     if dry.reason in ("DryRun", "UpToDate") and not real.degraded:
         inv.dry_plan_equals_run(KIND, dry, ran)
     inv.untouched(KIND, other_before, await inv.relations(admin, "other"), "other")

@@ -35,7 +35,7 @@ class OtherFailure(RuntimeError):
     accept it, so a reproduction cannot pass for the wrong reason."""
 
 
-def run(h: Harness, case: PartitionCase, expected: str) -> None:
+def run(h: Harness, case: PartitionCase, *expected: str) -> None:
     """Build the state and run the explorer's checks; the failure must be the expected invariant."""
     async def go() -> None:
         await build(h, case)
@@ -44,7 +44,7 @@ def run(h: Harness, case: PartitionCase, expected: str) -> None:
     try:
         h.run(go(), timeout=120)
     except Broken as b:
-        if b.invariant != expected:
+        if b.invariant not in expected:
             raise OtherFailure(f"expected {expected!r} to break, got: {b}") from b
         raise
 
@@ -118,7 +118,8 @@ def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harne
     now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
     case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          default="rows_in", loose_table=True, metadata="current")
-    run(harness, case, "objects owned by others untouched")
+    # The move pours the DEFAULT's rows into it, then the ATTACH fails (the table has an identity column).
+    run(harness, case, "objects owned by others untouched", "no planned statement fails")
 
 
 @known("lead: pinned session settings (pgcurator.db.session): with ALTER DATABASE SET DateStyle = 'SQL, DMY' the "
@@ -178,3 +179,17 @@ def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harne
         inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"), "st.events while the attach waits")
 
     harness.run(go())
+
+
+@known("found by the state suite (owner: partition): the plan creates the DEFAULT partition, then detaches an old "
+       "partition CONCURRENTLY (decided before the DEFAULT existed); PostgreSQL refuses it")
+def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> None:
+    # Shrunk by hypothesis: integer key, width 1, partitions [0,1) and [2,3) (one row at 2), keep 1,
+    # defaultPartition true and no DEFAULT yet.
+    s: dict[str, object] = {"table": {"schema": "st", "name": "events"},
+                            "range": {"column": "k", "width": 1, "premake": 0},
+                            "timeouts": {"lockTimeout": "2s", "lockRetries": 1}, "defaultPartition": True,
+                            "retention": {"keep": 1, "action": "drop"}}
+    case = PartitionCase("events", "bigint", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(0, 1, "ours"), Part(2, 3, "ours", rows=1)], metadata="current")
+    run(harness, case, "no planned statement fails")
