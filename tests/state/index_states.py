@@ -40,6 +40,7 @@ class IndexCase:
     metadata: str = "absent"
     settings: dict[str, str] = field(default_factory=dict)
     partitions: int = 2
+    detach_one: bool = False
 
     def spec(self) -> dict[str, Any]:
         return {"table": {"schema": "st", "name": "items"},
@@ -64,6 +65,7 @@ def index_cases(draw: st.DrawFn) -> IndexCase:
     keys = draw(st.lists(st.sampled_from(sorted(DB_SETTINGS)), max_size=2, unique=True))
     case.settings = {k: draw(st.sampled_from(DB_SETTINGS[k])) for k in keys}
     case.partitions = draw(st.integers(0, 3))
+    case.detach_one = draw(st.booleans())
     return case
 
 
@@ -109,6 +111,11 @@ async def build_index_case(h: Harness, case: IndexCase) -> None:
         if rows:
             await app.execute(f"INSERT INTO st.items SELECT g, g % 50, 'P' || g FROM generate_series(0, {rows - 1}) g")
         for name, how in case.existing.items():
+            if how == "invalid" and part:  # ON ONLY: invalid until every partition has its index attached
+                await app.execute(_index_sql(name, how).replace(" ON st.items ", " ON ONLY st.items "))
+                if case.partitions and case.detach_one:  # still invalid once the partition is gone
+                    await app.execute(f"ALTER TABLE st.items DETACH PARTITION st.items_{case.partitions - 1}")
+                continue
             await app.execute(_index_sql(name, how))
             if how == "invalid":  # what a failed CREATE INDEX CONCURRENTLY leaves behind
                 await admin.execute("UPDATE pg_catalog.pg_index SET indisvalid = false WHERE indexrelid = $1::regclass",

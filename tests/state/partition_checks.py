@@ -35,11 +35,11 @@ def _window_exprs(case_key: str, r: dict[str, Any]) -> list[str]:
         # policy's zone; hours are aligned on UTC, as the README says).
         unit1 = unit.rstrip("s")
         if case_key == "timestamptz":
-            start = ("date_trunc('hour', $1::timestamptz)" if unit1 == "hour"
+            start = ("date_trunc('hour', $1::timestamptz, 'UTC')" if unit1 == "hour"
                      else f"date_trunc('{unit1}', $1::timestamptz, '{tz}')")
             out += [start, f"({start} + {p1} * {iv} - interval '1 microsecond')"]
         elif case_key == "timestamp":
-            start = (f"(date_trunc('hour', $1::timestamptz) AT TIME ZONE '{tz}')" if unit1 == "hour"
+            start = (f"(date_trunc('hour', $1::timestamptz, 'UTC') AT TIME ZONE '{tz}')" if unit1 == "hour"
                      else f"date_trunc('{unit1}', $1::timestamptz AT TIME ZONE '{tz}')")
             out += [start, f"({start} + {p1} * {iv} - interval '1 microsecond')"]
         else:
