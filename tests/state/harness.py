@@ -227,6 +227,14 @@ class Harness:
         return Result(kind, body["spec"], final, elapsed, self.kube.events[before[1]:], capture.tracebacks)
 
 
+async def create_metadata(conn: asyncpg.Connection) -> None:
+    """The metadata schema as the operator creates it (the lead's versioned `ensure_metadata` once it lands)."""
+    from pgcurator.db import metadata
+
+    ensure = getattr(metadata, "ensure_metadata", None) or metadata.ensure_metadata_schema
+    await ensure(conn)
+
+
 def resource_name(kind: str, name: str = "subject") -> str:
     """The key history rows carry for a resource (Kind/namespace/name)."""
     return f"{kind}/{NAMESPACE}/{name}"

@@ -9,10 +9,8 @@ from typing import Any
 import asyncpg
 from hypothesis import strategies as st
 
-from pgcurator.db import metadata
-
 from . import invariants as inv
-from .harness import Harness, Result, resource_name
+from .harness import Harness, Result, create_metadata, resource_name
 from .partition_states import DB_SETTINGS, q
 from .tally import bump, distinct
 
@@ -94,7 +92,7 @@ async def build_index_case(h: Harness, case: IndexCase) -> None:
     admin = await h.admin()
     app = await h.app()
     if case.metadata == "current":
-        await metadata.ensure_metadata_schema(app)
+        await create_metadata(app)
     cols = "(id bigint NOT NULL, k int, payload text)"
     # Another team's table of the same name elsewhere, with an index of a declared name.
     await app.execute(f"CREATE TABLE other.items {cols}; CREATE INDEX items_k_idx ON other.items (payload)")

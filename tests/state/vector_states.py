@@ -8,10 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pgcurator.db import metadata
-
 from . import invariants as inv
-from .harness import Harness, Result, resource_name
+from .harness import Harness, Result, create_metadata, resource_name
 from .index_states import index_defs
 from .partition_states import DB_SETTINGS, q
 from .tally import bump, distinct
@@ -68,7 +66,7 @@ async def build_vector_case(h: Harness, case: VectorCase) -> None:
     app = await h.app()
     await admin.execute("CREATE EXTENSION IF NOT EXISTS vector")
     if case.metadata == "current":
-        await metadata.ensure_metadata_schema(app)
+        await create_metadata(app)
     if case.table_state != "absent":
         dims = DIMS + 1 if case.table_state == "wrong_dims" else DIMS
         t = case.column_type
