@@ -217,3 +217,26 @@ def test_an_invalid_declared_index_on_a_partitioned_table_is_not_ready(harness: 
         if b.invariant != "Ready means every declared index exists and is valid":
             raise OtherFailure(str(b)) from b
         raise
+
+
+@known("found by the state suite (owner: partition): list partitions ignore rows of their values in the DEFAULT "
+       "partition; the ATTACH fails on every run (StepFailed) instead of DefaultRowsConflict or a move")
+def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harness: Harness) -> None:
+    # Shrunk by hypothesis: LIST (region) with a DEFAULT partition holding a row 'eu'; the spec declares r0 = ['eu'].
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("list", {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}},
+                      default="empty")
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+
+    try:
+        harness.run(go())
+    except Broken as b:
+        if b.invariant != "no planned statement fails":
+            raise OtherFailure(str(b)) from b
+        raise
