@@ -105,3 +105,28 @@ def test_index_policy_never_waits_behind_a_lock(harness: Harness, mode: str) -> 
     blocker = h.run(hold_lock(h, "st.items", mode))
     result, watch = h.run(reconcile_under_lock(h, "IndexPolicy", INDEX_SPEC, blocker, LOCK_TIMEOUT_S))
     check("IndexPolicy", result, watch, h, mark)
+
+
+VECTOR_SPEC: dict[str, Any] = {"table": {"schema": "st", "name": "docs"}, "column": "embedding", "type": "vector",
+                               "dimensions": 3, "metric": "l2", "hnsw": {"m": 4, "efConstruction": 16},
+                               "recall": {"enabled": False}, "timeouts": TIMEOUTS}
+
+
+async def _vector_table(h: Harness) -> int:
+    await h.reset()
+    await (await h.admin()).execute("CREATE EXTENSION IF NOT EXISTS vector")
+    app = await h.app()
+    await app.execute("CREATE TABLE st.docs (id bigint PRIMARY KEY, embedding vector(3)); "
+                      "INSERT INTO st.docs SELECT g, ('[' || g % 7 || ',' || g % 5 || ',' || g % 3 || ']')::vector "
+                      "FROM generate_series(1, 200) g")
+    return await inv.history_mark(await h.admin())
+
+
+@pytest.mark.parametrize("mode", [_mark(m) for m in LOCK_MODES])
+def test_vector_index_never_waits_behind_a_lock(harness: Harness, mode: str) -> None:
+    h = harness
+    mark = h.run(_vector_table(h))
+    distinct("VectorIndex", "states explored", {"lock": mode, "on": "table"})
+    blocker = h.run(hold_lock(h, "st.docs", mode))
+    result, watch = h.run(reconcile_under_lock(h, "VectorIndex", VECTOR_SPEC, blocker, LOCK_TIMEOUT_S))
+    check("VectorIndex", result, watch, h, mark)
