@@ -240,3 +240,13 @@ def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harnes
         if b.invariant != "no planned statement fails":
             raise OtherFailure(str(b)) from b
         raise
+
+
+@known("found by the state suite (owner: partition): hourly partitions of a timestamp-without-time-zone column "
+       "in a DST zone plan an empty range [01:00, 01:00) at the fall-back hour (42P17), StepFailed")
+def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness) -> None:
+    s = spec(interval="1 hour", timeZone="America/New_York", premake=3)
+    now = datetime(2026, 11, 1, 4, 30, tzinfo=UTC)  # 00:30 EDT; 01:00-02:00 happens twice this night
+    case = PartitionCase("events", "timestamp", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="current")
+    run(harness, case, "no planned statement fails")
