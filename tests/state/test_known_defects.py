@@ -250,3 +250,25 @@ def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness
     case = PartitionCase("events", "timestamp", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          metadata="current")
     run(harness, case, "no planned statement fails")
+
+
+@known("found by the state suite (owner: partition): a list partition of the declared name holding other values "
+       "is left as is and the policy reports Ready, while rows of the declared values find no partition")
+def test_a_declared_list_value_without_a_partition_is_not_ready(harness: Harness) -> None:
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("list", {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}},
+                      existing=[("orders_r0", "FOR VALUES IN ('x0')", "plain")])
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+
+    try:
+        harness.run(go())
+    except Broken as b:
+        if b.invariant != "every declared value has its partition while Ready":
+            raise OtherFailure(str(b)) from b
+        raise
