@@ -14,7 +14,7 @@ import asyncpg
 from .harness import Result
 from .tally import bump
 
-LOCK_MARGIN_S = 1.5  # how much longer than lockTimeout a statement may wait (timer slack on a busy machine)
+LOCK_MARGIN_S = 2.5  # how much longer than lockTimeout a statement may wait (timer slack on a busy machine)
 
 
 class Broken(AssertionError):
