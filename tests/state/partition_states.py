@@ -224,6 +224,8 @@ def partition_cases(draw: st.DrawFn, big: bool = False) -> PartitionCase:
             if isinstance(lo, int) and isinstance(hi, int):
                 half = (hi - lo) // 2
             else:
+                # in UTC: arithmetic on aware datetimes of one zone is wall-clock arithmetic (wrong across DST)
+                lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)  # type: ignore[union-attr]
                 half = (hi - lo) / 2  # type: ignore[operator,assignment]
                 if key_type == "date":
                     half = timedelta(days=max(1, half.days))  # type: ignore[union-attr]
@@ -256,8 +258,8 @@ def key_values(case: PartitionCase, lo: Any, hi: Any, n: int, tz: str | None = N
             v: Any = lo + (i % max(1, hi - lo))
         elif case.key_type == "date":
             v = lo
-        else:
-            v = lo + (hi - lo) * (i + 1) / (n + 2)
+        else:  # in UTC (see above)
+            v = lo.astimezone(UTC) + (hi.astimezone(UTC) - lo.astimezone(UTC)) * (i + 1) / (n + 2)
         out.append(literal(v, case.column_type, tz))
     return out
 
