@@ -1,0 +1,274 @@
+"""Minimal reproductions of what the explorer attributes to known.py, each pinned as a strict xfail:
+it turns red when the fix is merged, so the marker (and the explorer's entry in known.py) is
+removed together. Each is the explorer's own check on one shrunk state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from .harness import Harness
+from .invariants import Broken
+from .partition_checks import reconcile_and_check
+from .partition_states import Part, PartitionCase, build
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def spec(**range_kw: object) -> dict[str, object]:
+    r: dict[str, object] = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1, **range_kw}
+    return {"table": {"schema": "st", "name": "events"}, "range": r,
+            "timeouts": {"lockTimeout": "2s", "lockRetries": 1}}
+
+
+def month(y: int, m: int, tz: str = "UTC") -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(y, m, 1, tzinfo=ZoneInfo(tz))
+
+
+class OtherFailure(RuntimeError):
+    """The reproduction failed, but not with its defect: the strict xfail (raises=Broken) does not
+    accept it, so a reproduction cannot pass for the wrong reason."""
+
+
+def run(h: Harness, case: PartitionCase, *expected: str) -> None:
+    """Build the state and run the explorer's checks; the failure must be the expected invariant."""
+    async def go() -> None:
+        await build(h, case)
+        await reconcile_and_check(h, case, case.spec, case.now)
+
+    try:
+        h.run(go(), timeout=120)
+    except Broken as b:
+        if b.invariant not in expected:
+            raise OtherFailure(f"expected {expected!r} to break, got: {b}") from b
+        raise
+
+
+def known(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, raises=Broken, reason=reason)
+
+
+@known("issue 12 item 1, fixed by the lead's ensure_metadata before every reconcile")
+def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Harness) -> None:
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours"), Part(month(2026, 12), month(2027, 1), "ours")])
+    run(harness, case, "no InternalError")
+
+
+@known("lead: versioned metadata schema (an older pgcurator.history without the "
+                   "operator column gives UndefinedColumnError -> InternalError)")
+def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="older")
+    run(harness, case, "no InternalError")
+
+
+@known("issue 12 item 10, fixed on branch partition")
+def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
+    old = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1}
+    s = spec(timeZone="Pacific/Chatham")
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", old,
+                         [Part(month(2026, 11), month(2026, 12), "ours"), Part(month(2026, 12), month(2027, 1), "ours")],
+                         metadata="current")
+    run(harness, case, "no gap inside the window while Ready")
+
+
+@known("found by the state suite (owner: partition): a period partly covered by an "
+                   "existing partition is treated as covered; the rest of it is a hole while Ready")
+def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: Harness) -> None:
+    # Shrunk by hypothesis: one foreign partition [2000-01-01 12:00, 2000-01-02 12:00), daily grid, now at
+    # midnight: the day [2000-01-01, 2000-01-02) is "already covered", rows at 00:00-11:59 find no partition.
+    s = spec(interval="1 day", premake=0)
+    s["defaultPartition"] = True
+    now = datetime(2000, 1, 1, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(datetime(2000, 1, 1, 12, tzinfo=UTC), datetime(2000, 1, 2, 12, tzinfo=UTC), "foreign")],
+                         metadata="current")
+    run(harness, case, "no gap inside the window while Ready")
+
+
+@known("found by the state suite (owner: partition): retention spares the only "
+                   "observed partition although the same run creates a newer one; the next run drops it")
+def test_retention_converges_in_one_run(harness: Harness) -> None:
+    # Shrunk by hypothesis: daily grid, keep 1, one partition two days old; the first run creates today's
+    # partition and keeps the old one ("never the last partition"), the second run plans its drop.
+    s = spec(interval="1 day", premake=0)
+    s["retention"] = {"keep": 1, "action": "drop"}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(datetime(1969, 12, 29, tzinfo=UTC), datetime(1969, 12, 30, tzinfo=UTC), "ours")],
+                         metadata="current")
+    run(harness, case, "second reconcile plans nothing")
+
+
+@known("found by the state suite (owner: partition): a plain table that only has the name of the partition to "
+       "create is reused by CREATE TABLE IF NOT EXISTS; the DEFAULT-row move pours rows into it")
+def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harness) -> None:
+    # Shrunk by hypothesis: rows of today in the DEFAULT partition, defaultRows.move, and someone's plain
+    # table st.events_p1969_12_31 (one row of its own). The move puts the DEFAULT's row into that table.
+    s = spec(interval="1 day", premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", loose_table=True, metadata="current")
+    # The move pours the DEFAULT's rows into it, then the ATTACH fails (the table has an identity column).
+    run(harness, case, "objects owned by others untouched", "no planned statement fails")
+
+
+@known("lead: pinned session settings (pgcurator.db.session): with ALTER DATABASE SET DateStyle = 'SQL, DMY' the "
+       "bounds pg_get_expr prints are not parsed and a healthy table is reported NameConflict")
+def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
+    import dataclasses
+
+    from .invariants import same_plan
+    from .partition_checks import KIND
+
+    s = spec()
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours")], metadata="current",
+                         settings={"DateStyle": "SQL, DMY"})
+
+    async def go() -> None:
+        await build(harness, case)
+        with_settings = await harness.apply(KIND, {**s, "dryRun": True}, now=NOW)
+        await build(harness, dataclasses.replace(case, settings={}))
+        without = await harness.apply(KIND, {**s, "dryRun": True}, now=NOW)
+        same_plan(KIND, with_settings, without, case.settings)
+
+    harness.run(go())
+
+
+@known("issue 12 item 13, fixed on branch partition: a spec the model accepts crashes the planner")
+def test_a_spec_the_model_accepts_is_planned_or_refused(harness: Harness) -> None:
+    s = spec(interval="9999 years", premake=400)
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="current")
+    run(harness, case, "no InternalError")
+
+
+@known("found by the state suite (owner: partition): when the ATTACH that ends a DEFAULT-row move cannot get its "
+       "lock, the rows already moved sit in a detached table: the application no longer sees them until a later "
+       "run attaches it")
+def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harness) -> None:
+    # Shrunk from the state machine: a DEFAULT partition with rows of the current month, defaultRows.move, and
+    # another session holding SHARE UPDATE EXCLUSIVE on the parent while the policy runs.
+    from . import invariants as inv
+    from .locks import hold_lock, reconcile_under_lock
+    from .partition_checks import KIND
+
+    s = spec(premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        admin = await harness.admin()
+        before = await inv.row_digest(admin, "st.events")
+        assert before[0] > 0
+        blocker = await hold_lock(harness, "st.events", "SHARE UPDATE EXCLUSIVE")
+        result, _ = await reconcile_under_lock(harness, KIND, s, blocker, 2.0, now=NOW)
+        assert result.reason == "WaitingForLock", result.describe()
+        inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"), "st.events while the attach waits")
+
+    harness.run(go())
+
+
+@known("found by the state suite (owner: partition): the plan creates the DEFAULT partition, then detaches an old "
+       "partition CONCURRENTLY (decided before the DEFAULT existed); PostgreSQL refuses it")
+def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> None:
+    # Shrunk by hypothesis: integer key, width 1, partitions [0,1) and [2,3) (one row at 2), keep 1,
+    # defaultPartition true and no DEFAULT yet.
+    s: dict[str, object] = {"table": {"schema": "st", "name": "events"},
+                            "range": {"column": "k", "width": 1, "premake": 0},
+                            "timeouts": {"lockTimeout": "2s", "lockRetries": 1}, "defaultPartition": True,
+                            "retention": {"keep": 1, "action": "drop"}}
+    case = PartitionCase("events", "bigint", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(0, 1, "ours"), Part(2, 3, "ours", rows=1)], metadata="current")
+    run(harness, case, "no planned statement fails")
+
+
+@known("found by the state suite (owner: index): a partitioned table whose declared index exists INVALID is "
+       "reported Ready/UpToDate with '0/1 declared indexes valid'")
+def test_an_invalid_declared_index_on_a_partitioned_table_is_not_ready(harness: Harness) -> None:
+    # Found with an INVALID partitioned index and no partitions; reached for real like this: an index created
+    # ON ONLY the parent (invalid until every partition has one attached), then the partition detached.
+    from .index_states import IndexCase, build_index_case, step_index
+
+    case = IndexCase("partitioned", ["items_k_idx"], {}, metadata="current", partitions=1)
+
+    async def go() -> None:
+        await build_index_case(harness, case)
+        app = await harness.app()
+        await app.execute("CREATE INDEX items_k_idx ON ONLY st.items (k); "
+                          "ALTER TABLE st.items DETACH PARTITION st.items_0")
+        await step_index(harness, case)
+
+    try:
+        harness.run(go())
+    except Broken as b:
+        if b.invariant != "Ready means every declared index exists and is valid":
+            raise OtherFailure(str(b)) from b
+        raise
+
+
+@known("found by the state suite (owner: partition): list partitions ignore rows of their values in the DEFAULT "
+       "partition; the ATTACH fails on every run (StepFailed) instead of DefaultRowsConflict or a move")
+def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harness: Harness) -> None:
+    # Shrunk by hypothesis: LIST (region) with a DEFAULT partition holding a row 'eu'; the spec declares r0 = ['eu'].
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("list", {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}},
+                      default="empty")
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+
+    try:
+        harness.run(go())
+    except Broken as b:
+        if b.invariant != "no planned statement fails":
+            raise OtherFailure(str(b)) from b
+        raise
+
+
+@known("found by the state suite (owner: partition): hourly partitions of a timestamp-without-time-zone column "
+       "in a DST zone plan an empty range [01:00, 01:00) at the fall-back hour (42P17), StepFailed")
+def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness) -> None:
+    s = spec(interval="1 hour", timeZone="America/New_York", premake=3)
+    now = datetime(2026, 11, 1, 4, 30, tzinfo=UTC)  # 00:30 EDT; 01:00-02:00 happens twice this night
+    case = PartitionCase("events", "timestamp", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         metadata="current")
+    run(harness, case, "no planned statement fails")
+
+
+@known("found by the state suite (owner: partition): a list partition of the declared name holding other values "
+       "is left as is and the policy reports Ready, while rows of the declared values find no partition")
+def test_a_declared_list_value_without_a_partition_is_not_ready(harness: Harness) -> None:
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("list", {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}},
+                      existing=[("orders_r0", "FOR VALUES IN ('x0')", "plain")])
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+
+    try:
+        harness.run(go())
+    except Broken as b:
+        if b.invariant != "every declared value has its partition while Ready":
+            raise OtherFailure(str(b)) from b
+        raise
