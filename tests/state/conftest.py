@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from .harness import Harness

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from pgcurator.db.pools import PoolRegistry
-from pgcurator.devenv.postgres import EmbeddedPostgres
+from pgcurator_devenv.postgres import EmbeddedPostgres
 from pgcurator.kinds import INDEX_POLICY, PARTITION_POLICY, VECTOR_INDEX
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Outcome
