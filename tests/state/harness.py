@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from pgcurator.db.pools import PoolRegistry
-from pgcurator_devenv.postgres import EmbeddedPostgres
 from pgcurator.kinds import INDEX_POLICY, PARTITION_POLICY, VECTOR_INDEX
 from pgcurator.reconcile.context import ReconcileContext
 from pgcurator.reconcile.outcome import Outcome
 from pgcurator.reconcile.partition import reconcile_partition_policy
 from pgcurator.runtime import KindHandler, Runtime, Worker
+from pgcurator_devenv.postgres import EmbeddedPostgres
 
 T = TypeVar("T")
 NAMESPACE = "state"
