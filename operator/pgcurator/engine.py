@@ -48,6 +48,9 @@ class KindHandler(Generic[S]):
     # What the in-process lock serialises on (usually schema.table).
     table_of: Callable[[S], str]
     cleanup: Callable[[ReconcileContext, S], Awaitable[None]] | None = None
+    # False: the kind creates the metadata schema itself, when it first writes (DbTlsCert: a role
+    # without the TLS privileges must hear which privilege first).
+    metadata_first: bool = True
 
 
 def format_validation_error(exc: pydantic.ValidationError) -> str:
@@ -146,7 +149,7 @@ class Engine:
                     self.pools.connection(params, spec.timeouts) as conn:
                 conn.add_query_logger(failed)
                 try:
-                    if self.prepare is not None:
+                    if self.prepare is not None and handler.metadata_first:
                         await self.prepare(conn)
                     outcome = await handler.reconcile(self.context(conn, env, params, spec), spec)
                 finally:
@@ -169,7 +172,7 @@ class Engine:
         params = await env.params(spec)
         async with self.table_lock(params, handler.table_of(spec)), \
                 self.pools.connection(params, spec.timeouts) as conn:
-            if self.prepare is not None:
+            if self.prepare is not None and handler.metadata_first:
                 await self.prepare(conn)
             await handler.cleanup(self.context(conn, env, params, spec), spec)
 

@@ -58,6 +58,7 @@ DB_TLS_CERT: KindHandler[DbTlsCertSpec] = KindHandler(
     # one TLS configuration per server: runs for the same server never overlap
     table_of=lambda spec: "server-tls",
     cleanup=cleanup_db_tls_cert,
+    metadata_first=False,
 )
 
 VECTOR_INDEX: KindHandler[VectorIndexSpec] = KindHandler(

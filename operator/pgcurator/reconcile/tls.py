@@ -101,6 +101,9 @@ def _expiry(ctx: ReconcileContext, spec: DbTlsCertSpec, served: CertInfo | None,
 async def _run(conn: Any, plan: Plan, contents: dict[str, str], resource: str, spec: DbTlsCertSpec) -> str | None:
     """Run the steps in order, stop at the first failure; history rows show statements, never PEM text.
     Returns the error of the failed step, or None."""
+    # Here, not at the start of the run: the first thing a role lacking the TLS privileges hears
+    # should be which privilege, not that it also cannot use the metadata schema.
+    await ensure_metadata(conn)
     await apply_session_limits(conn, spec.timeouts)
     for step in plan.steps:
         started = datetime.now(UTC)
@@ -199,7 +202,6 @@ class _Run:
 
 
 async def reconcile_db_tls_cert(ctx: ReconcileContext, spec: DbTlsCertSpec) -> Outcome:
-    await ensure_metadata(ctx.conn)
     run = _Run(ctx, spec)
     if spec.certificate is not None:
         run.status["certificate"] = await ensure_certificate(ctx, spec)
