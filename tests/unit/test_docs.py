@@ -23,6 +23,11 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 # A repository file named in backticks (optionally with ::test_name), e.g. `tests/unit/test_x.py::test_y`.
 REPO_FILE = re.compile(r"^((?:tests|hack|bench|examples|charts|operator|crds|docs)/[\w./-]*\.\w+)(?:::(\w+))?$")
+# A module of the package (optionally with a name in it), e.g. `pgcurator.db.session` or
+# `python -m pgcurator.x.y up`; `pgcurator.<table>` is the metadata schema's table, not a module.
+MODULE = re.compile(r"^(?:python -m )?(pgcurator(?:\.\w+)+)(?: .*)?$")
+PACKAGE_ROOT = ROOT / "operator"
+METADATA_TABLES = set(re.findall(r"pgcurator\.(\w+)", (PACKAGE_ROOT / "pgcurator/db/metadata.py").read_text()))
 
 
 def _crds() -> list[dict[str, Any]]:
@@ -128,10 +133,26 @@ def test_relative_links_resolve(page: Path) -> None:
     assert not broken, f"{page.relative_to(ROOT)}: {broken}"
 
 
+def _resolves(dotted: str) -> bool:
+    """A module of the package, or a module and one name defined at its top level."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 1, -1):
+        base = PACKAGE_ROOT.joinpath(*parts[:n])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module.is_file():
+            rest = parts[n:]
+            if not rest:
+                return True
+            pattern = rf"^(?:async\s+def|def|class)\s+{rest[0]}\b|^{rest[0]}\s*[:=]"
+            return len(rest) == 1 and re.search(pattern, module.read_text(), re.M) is not None
+    return False
+
+
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
 def test_files_and_tests_named_in_backticks_exist(page: Path) -> None:
-    """`tests/…/test_x.py::test_y` and other repository files a page names: the guarantees page
-    says which test proves what, so a renamed test must not leave it pointing at nothing."""
+    """`tests/…/test_x.py::test_y`, other repository files and the package's modules a page names:
+    the guarantees page says which test proves what, so a renamed test or a moved module must not
+    leave a page pointing at nothing."""
     missing = []
     for span in _spans(page.read_text()):
         m = REPO_FILE.match(span)
@@ -141,6 +162,10 @@ def test_files_and_tests_named_in_backticks_exist(page: Path) -> None:
         if not path.is_file():
             missing.append(span)
         elif m.group(2) and not re.search(rf"^\s*(async\s+)?def {m.group(2)}\(", path.read_text(), re.M):
+            missing.append(span)
+    for span in _spans(page.read_text()):
+        m = MODULE.match(span)
+        if m is not None and m.group(1).split(".")[1] not in METADATA_TABLES and not _resolves(m.group(1)):
             missing.append(span)
     assert not missing, f"{page.relative_to(ROOT)} names what does not exist: {missing}"
 
