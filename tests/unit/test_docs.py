@@ -3,6 +3,7 @@ page, the README stays short and keeps its two commands, and links and file refe
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,13 @@ def test_code_fences_are_closed(page: Path) -> None:
     # An unclosed fence turns the rest of the page into one code block (and hides it from the checks above).
     fences = re.findall(r"^(?:```|~~~)", page.read_text(), re.M)
     assert len(fences) % 2 == 0, f"{page.relative_to(ROOT)} has an unclosed code fence"
+
+
+def test_every_setting_is_documented() -> None:
+    """Each environment variable of the settings object is in the operations page's table."""
+    settings = pytest.importorskip("pgcurator.settings")
+    names = [f.metadata["env"] for f in dataclasses.fields(settings.Settings) if "env" in f.metadata]
+    spans = _spans((DOCS / "operations.md").read_text())
+    assert names, "no settings found: the walk over Settings is broken"
+    missing = [n for n in names if n not in spans]
+    assert not missing, f"docs/operations.md does not document: {missing}"
