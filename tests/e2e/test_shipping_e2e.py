@@ -283,7 +283,7 @@ def test_rendered_chart_is_accepted_by_the_api_server(ship_cluster: ControlPlane
 
 
 def test_kind_path_manifests_are_accepted_as_typed(ship_cluster: ControlPlane) -> None:
-    """The README's kind path applies examples/kind/*.yaml: every object must pass the API server's
+    """The kind path (README, docs/operations.md) applies examples/kind/*.yaml: every object must pass the API server's
     validation (CRD schemas and CEL rules included), cert-manager's kinds against its real CRDs."""
     cm = subprocess.run(["bash", str(REPO / "hack" / "cert-manager-binaries.sh")], capture_output=True, text=True,
                         check=True).stdout.strip().splitlines()[-1]

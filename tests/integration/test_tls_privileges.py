@@ -1,4 +1,4 @@
-"""The privileges README documents per delivery mode, checked against Debian's PostgreSQL with TLS:
+"""The privileges docs/dbtlscert.md documents per delivery mode, checked against Debian's PostgreSQL with TLS:
 sufficient for the mode's own operations, and what is missing is named."""
 
 from __future__ import annotations
