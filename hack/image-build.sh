@@ -63,7 +63,7 @@ step operator $(( $(date +%s) - t0 ))
 t0=$(date +%s)
 if ! exists "$POSTGRES"; then
   log "building $POSTGRES from Debian's postgresql"
-  "${BUILD[@]}" --build-arg "BASE=$BASE" -t "$POSTGRES" -f hack/cluster/postgres.Containerfile hack/cluster >&2
+  "${BUILD[@]}" -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" --build-arg "BASE=$BASE" -t "$POSTGRES" -f hack/cluster/postgres.Containerfile hack/cluster >&2
 fi
 step postgres $(( $(date +%s) - t0 ))
 
@@ -80,6 +80,7 @@ if ! exists "$PAUSE"; then
 fi
 step pause $(( $(date +%s) - t0 ))
 
+"${PODMAN[@]}" image prune -f >/dev/null  # earlier builds' layers, now untagged
 size() { "${PODMAN[@]}" image inspect --format '{{.Size}}' "$1"; }
 python3 - "$IMAGES/build-$TAG.json" "${SECONDS_OF[base]}" "${SECONDS_OF[operator]}" \
   "${SECONDS_OF[postgres]}" "${SECONDS_OF[pause]}" "$(size "$OPERATOR")" "$(size "$POSTGRES")" "$(size "$BASE")" <<'PY'
