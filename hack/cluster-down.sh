@@ -43,7 +43,7 @@ for c in "${COMPONENTS[@]}"; do
 done
 # containerd's shims outlive it by design; they are ours when they serve our socket.
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+  cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
   case "$cmd" in
     *containerd-shim*"-address $CONTAINERD_SOCK "*) log "stopping shim ${p#/proc/}"; stop_pid "${p#/proc/}" ;;
   esac
@@ -81,6 +81,7 @@ iptables -F "$ISOLATE_CHAIN" 2>/dev/null && iptables -X "$ISOLATE_CHAIN" 2>/dev/
 
 # 5. The bridge (its veths went with the namespaces) and the route.
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
+ip route del "$SERVICE_RANGE" dev "$BRIDGE" 2>/dev/null
 ip route del blackhole "$CLUSTER_RANGE" 2>/dev/null
 
 # 6. cgroups the kubelet made (cgroupfs driver): innermost first, every hierarchy.

@@ -65,6 +65,9 @@ fi
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
 ip -4 addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
+# Service addresses lead onto the bridge (kube-proxy rewrites them on the way; an unused one goes
+# nowhere), the rest of the /15 nowhere at all.
+ip route show "$SERVICE_RANGE" | grep -q "dev $BRIDGE" || ip route add "$SERVICE_RANGE" dev "$BRIDGE"
 ip route show type blackhole | grep -q "^blackhole $CLUSTER_RANGE" || ip route add blackhole "$CLUSTER_RANGE"
 sysctl -qw net.ipv4.ip_forward=1   # pod -> Service -> pod is DNAT then forwarding on the bridge
 if ! iptables -nL "$ISOLATE_CHAIN" >/dev/null 2>&1; then
@@ -91,6 +94,7 @@ start kube-apiserver "$CP_BIN/kube-apiserver" \
   --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
   --service-cluster-ip-range="$SERVICE_RANGE" \
   --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
+  --kubelet-preferred-address-types=InternalIP \
   --profiling=false
 wait_for 120 "the API server" kubectl get --raw /readyz
 start kube-controller-manager "$NODE_BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_FILE" \

@@ -129,8 +129,8 @@ def chart_values(tag: str, extra: dict[str, Any] | None = None) -> dict[str, Any
     values: dict[str, Any] = {
         "image": {"repository": "localhost/pgcurator", "tag": tag, "pullPolicy": "Never"},
         "replicas": 2,
-        # The liveness suite stalls a pod's watches; the chart's default waits a minute first.
-        "heartbeatStaleSeconds": 20,
+        # The liveness test stalls a pod's watches; the chart's default waits a minute (it must exceed the lease).
+        "heartbeatStaleSeconds": 35,
     }
     values.update(extra or {})
     return values
