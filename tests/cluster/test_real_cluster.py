@@ -106,6 +106,17 @@ class State:
 
         return asyncio.run(go())
 
+    def execute(self, service: str, sql: str) -> None:
+        """Several statements at once (the simple query protocol)."""
+        async def go() -> None:
+            conn = await asyncpg.connect(self.dsn(service), timeout=10)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(go())
+
 
 @pytest.fixture(scope="module")
 def state(cluster: Cluster) -> Iterator[State]:
@@ -338,7 +349,7 @@ def test_leader_pod_deleted_under_load_hands_over_at_once_and_loses_nothing(stat
     c = state.cluster
     tables = "".join(f"CREATE TABLE load_{i} (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);"
                      for i in range(LOAD))
-    state.query("postgres", tables)
+    state.execute("postgres", tables)
     policies = [{"apiVersion": "pgcurator.io/v1alpha1", "kind": "PartitionPolicy",
                  "metadata": {"name": f"load-{i}", "namespace": DATA_NS},
                  "spec": {"database": {"secretName": "app-db"}, "table": {"name": f"load_{i}"},
