@@ -50,7 +50,9 @@ class State:
         self.api = Api(cluster)
         self.ips: dict[str, str] = {}          # Service -> ClusterIP
         self.cert_manager: CertManager | None = None
-        self.tag = "dev"
+        # PGCURATOR_IMAGE_TAG (also read by hack/cluster-up.sh): install another image built
+        # beforehand, e.g. to measure a hand-over before a fix.
+        self.tag = os.environ.get("PGCURATOR_IMAGE_TAG", "dev")
 
     # ------------------------------------------------------------ the operator
     def operator_pods(self) -> list[dict[str, Any]]:
@@ -146,7 +148,7 @@ def test_helm_install_restricted_namespace_two_ready_pods_one_leader(state: Stat
     c.apply(m.namespace(SYSTEM_NS, {"pod-security.kubernetes.io/enforce": "restricted",
                                     "pod-security.kubernetes.io/enforce-version": "latest"}))
     t0 = time.monotonic()
-    c.helm("install", RELEASE, CHART, "-n", SYSTEM_NS, "-f", str(state.helm_values("dev")))
+    c.helm("install", RELEASE, CHART, "-n", SYSTEM_NS, "-f", str(state.helm_values(state.tag)))
     pods = wait_until(state.settled, 300, "2 operator pods Ready with one leader", interval=0.5,
                       explain=state.explain)
     took = time.monotonic() - t0
@@ -157,7 +159,7 @@ def test_helm_install_restricted_namespace_two_ready_pods_one_leader(state: Stat
         assert spec["serviceAccountName"] == f"{RELEASE}-pgcurator"
         assert spec["securityContext"]["runAsNonRoot"] is True
         container = spec["containers"][0]
-        assert container["image"] == "localhost/pgcurator:dev"
+        assert container["image"] == f"localhost/pgcurator:{state.tag}"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert p["status"]["containerStatuses"][0]["restartCount"] == 0
     # The chart's ServiceAccount is the only one with rights to the Lease: the leader wrote it.
@@ -293,13 +295,14 @@ def test_metrics_scraped_through_the_service(state: State) -> None:
 # =============================================================================== 3. upgrade
 def test_helm_upgrade_rolls_with_one_leader_at_a_time_and_nothing_run_twice(state: State) -> None:
     c = state.cluster
-    c.import_image("localhost/pgcurator:dev", "localhost/pgcurator:dev2")
+    new_tag = state.tag + "-next"
+    c.import_image(f"localhost/pgcurator:{state.tag}", f"localhost/pgcurator:{new_tag}")
     history_before = state.query("postgres", "SELECT count(*) AS n FROM pgcurator.history")[0]["n"]
     old_pods = {p["metadata"]["name"] for p in state.operator_pods()}
     not_ready: list[str] = []
     with Sampler(state.api) as sampler:
         t0 = time.monotonic()
-        c.helm("upgrade", RELEASE, CHART, "-n", SYSTEM_NS, "-f", str(state.helm_values("dev2")))
+        c.helm("upgrade", RELEASE, CHART, "-n", SYSTEM_NS, "-f", str(state.helm_values(new_tag)))
 
         def rolled() -> bool:
             pods = state.settled()
@@ -307,11 +310,11 @@ def test_helm_upgrade_rolls_with_one_leader_at_a_time_and_nothing_run_twice(stat
                 if not state.all_ready():
                     not_ready.append(f"{time.monotonic() - t0:.1f}s")
                 return False
-            return all(p["spec"]["containers"][0]["image"] == "localhost/pgcurator:dev2" for p in pods)
+            return all(p["spec"]["containers"][0]["image"] == f"localhost/pgcurator:{new_tag}" for p in pods)
 
         wait_until(rolled, 300, "the new image rolled out, 2 Ready, one leader", interval=0.5, explain=state.explain)
         took = time.monotonic() - t0
-    state.tag = "dev2"
+    state.tag = new_tag
     assert not old_pods & {p["metadata"]["name"] for p in state.operator_pods()}, "the old pods were replaced"
     assert sampler.samples, "the sampler saw nothing"
     assert sampler.most_leaders_at_once() <= 1, [s for s in sampler.samples if len(s.leaders) > 1][:5]
