@@ -157,6 +157,13 @@ for img in "${IMAGES[@]}"; do
   fi
 done
 
+# Earlier builds (and the suite's upgrade tags) would pile up in the cached store: keep these only.
+for ref in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q); do
+  keep=false
+  for img in "${IMAGES[@]}"; do [ "$ref" = "$img" ] && keep=true; done
+  $keep || ctr --address "$CONTAINERD_SOCK" -n k8s.io images rm "$ref" >/dev/null 2>&1 || true
+done
+
 # ---- node
 cat > "$CLUSTER_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1

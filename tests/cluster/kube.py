@@ -105,6 +105,7 @@ class Cluster:
             if save.stdout is not None:
                 save.stdout.close()
             save.wait(60)
+        run(["podman", "untag", target], check=False)  # it lives in the node's containerd now
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
