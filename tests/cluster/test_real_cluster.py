@@ -320,7 +320,8 @@ def test_helm_upgrade_rolls_with_one_leader_at_a_time_and_nothing_run_twice(stat
     assert sampler.most_leaders_at_once() <= 1, [s for s in sampler.samples if len(s.leaders) > 1][:5]
     assert not not_ready, f"resources not Ready during the upgrade at {not_ready[:5]}"
     gap = sampler.longest_without_leader()
-    record("helm upgrade (rolling, 2 replicas)", f"{took:.1f} s; longest time without a leader {gap:.2f} s")
+    record("helm upgrade (rolling, 2 replicas)", f"{took:.1f} s; longest time without a leader "
+           + (f"{gap:.2f} s" if gap else f"under one sample ({len(sampler.samples)} samples, ~0.1 s apart)"))
     # No statement was run twice: every DDL in the history is there once, and a rolled operator
     # found nothing to do on converged resources.
     dup = state.query("postgres", "SELECT statement, count(*) AS n FROM pgcurator.history WHERE outcome = 'ok' "
@@ -335,15 +336,15 @@ def test_helm_upgrade_rolls_with_one_leader_at_a_time_and_nothing_run_twice(stat
 LOAD = int(os.environ.get("PGCURATOR_CLUSTER_LOAD", "300"))
 
 
-def _new_leader_after(state: State, old_holder: str, timeout: float) -> float:
-    t0 = time.monotonic()
+def _new_leader_after(state: State, old_holder: str, since: float, timeout: float) -> float:
+    """Seconds from `since` (the disruption) until another identity holds the Lease."""
 
     def taken() -> bool:
         holder = state.api.holder()
         return bool(holder) and holder != old_holder
 
     wait_until(taken, timeout, "a new Lease holder", interval=0.05, explain=state.explain)
-    return time.monotonic() - t0
+    return time.monotonic() - since
 
 
 def test_leader_pod_deleted_under_load_hands_over_at_once_and_loses_nothing(state: State) -> None:
@@ -362,8 +363,9 @@ def test_leader_pod_deleted_under_load_hands_over_at_once_and_loses_nothing(stat
     assert holder.startswith(leader + "_")
     t0 = time.monotonic()
     c.kubectl("delete", "pod", leader, "-n", SYSTEM_NS, "--wait=false")
-    took = _new_leader_after(state, holder, 120)
-    record(f"failover, leader pod deleted (clean hand-over, {LOAD} resources in flight)", f"{took:.2f} s")
+    took = _new_leader_after(state, holder, t0, 120)
+    record(f"failover, leader pod deleted (clean hand-over, {LOAD} resources in flight)",
+           f"{took:.2f} s from the delete request (kubectl's own run included)")
     assert took <= 30, "the Lease was not released: the standby waited it out"
 
     def loaded_ready() -> bool:
@@ -394,8 +396,9 @@ def test_leader_process_killed_on_the_node_new_leader_after_the_lease(state: Sta
     pid = c.host_pid(leader, "operator")
     name, holder = leader["metadata"]["name"], state.api.holder()
     assert holder.startswith(name + "_")
+    t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)  # no SIGTERM, no release: the standby waits the Lease out
-    took = _new_leader_after(state, holder, 120)
+    took = _new_leader_after(state, holder, t0, 120)
     record("failover, leader process SIGKILLed on the node (lease 30 s)", f"{took:.1f} s")
     # The killed container was restarted by the kubelet and rejoined as a follower.
     wait_until(lambda: (p := c.get("pod", name, SYSTEM_NS)) and
