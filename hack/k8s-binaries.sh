@@ -14,6 +14,9 @@ ETCD_VERSION="${PGCURATOR_ETCD_VERSION:-3.6.16}"
 CACHE="${PGCURATOR_CACHE:-$HOME/.cache/pgcurator}"
 OUT="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 
+# shellcheck source=hack/lib/k8s-module.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib/k8s-module.sh"
+
 log() { printf '[k8s-binaries] %s\n' "$*" >&2; }
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
@@ -34,26 +37,9 @@ mkdir -p "$work"
 start=$(date +%s)
 
 build_apiserver() {
-  local minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
-  local staging="0.${K8S_VERSION#*.}"
-  cd "$work"
-  rm -f go.mod go.sum
-  go mod init pgcurator.local/k8s-build >/dev/null 2>&1
-  # k8s.io/kubernetes replaces its staging modules with ./staging paths; a module
-  # that depends on it has to pin each of them to the published v0.x tag itself.
-  local gomod
-  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  local args=()
-  while read -r mod; do
-    args+=("-replace=$mod=$mod@v$staging")
-  done < <(grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}')
-  log "pinning ${#args[@]} staging modules to v$staging"
-  go mod edit "${args[@]}" -require="k8s.io/kubernetes@v$K8S_VERSION"
-  printf 'package tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' > tools.go
-  GOFLAGS=-mod=mod go mod tidy >&2
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  k8s_module_init "$work" "$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver/app
   log "building kube-apiserver v$K8S_VERSION (one time; takes several minutes on 2 cores)"
-  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "$(k8s_ldflags "$K8S_VERSION")" -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
 }
 
 build_etcd() {

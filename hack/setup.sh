@@ -64,3 +64,15 @@ echo "[setup] cert-manager controller in $cm_dir" >&2
 # helm for the chart tests (lint, template, schema): built from its Go module and cached.
 helm_bin=$(bash hack/helm-binary.sh)
 echo "[setup] helm: $helm_bin" >&2
+
+# ---- one-node cluster for tests/cluster (hack/cluster-up.sh runs it from these) -------------
+# Debian's containerd, runc, CNI plugins, iptables, conntrack, podman and debootstrap; kubelet,
+# kube-controller-manager, kube-scheduler and kube-proxy built like kube-apiserver (cached); the
+# operator image from the Dockerfile (rebuilt from this checkout; podman's layer cache), the
+# PostgreSQL and pause images (cached). Root only: elsewhere tests/cluster skips and says why.
+if [ "$(id -u)" = 0 ] && [ "${PGCURATOR_SKIP_CLUSTER:-}" != 1 ]; then
+  node_dir=$(bash hack/cluster-binaries.sh)
+  echo "[setup] node binaries in $node_dir" >&2
+  image=$(bash hack/image-build.sh dev)
+  echo "[setup] images built: $image, PostgreSQL, pause" >&2
+fi

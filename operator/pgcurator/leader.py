@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,9 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .lease import LeaseApi, LeaseWatch
 from .settings import Settings
 
 log = logging.getLogger("pgcurator.leader")
@@ -100,106 +99,6 @@ def _micro_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LeaseApi:
-    """The four Lease calls, as plain dicts (no model (de)serialisation), run in threads."""
-
-    def __init__(self, api_client: client.ApiClient, namespace: str, name: str, timeout: float) -> None:
-        self.api = client.CoordinationV1Api(api_client)
-        self.namespace = namespace
-        self.name = name
-        self.timeout = timeout
-
-    def _json(self, resp: Any) -> dict[str, Any]:
-        return dict(json.loads(resp.data))
-
-    async def get(self) -> dict[str, Any] | None:
-        try:
-            resp = await asyncio.to_thread(
-                self.api.read_namespaced_lease, self.name, self.namespace,
-                _preload_content=False, _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return self._json(resp)
-
-    async def create(self, spec: dict[str, Any]) -> dict[str, Any]:
-        body: Any = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
-        resp = await asyncio.to_thread(
-            self.api.create_namespaced_lease, self.namespace, body,
-            _preload_content=False, _request_timeout=self.timeout,
-        )
-        return self._json(resp)
-
-    async def replace(self, lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-        body: Any = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": self.name, "namespace": self.namespace,
-                                  "resourceVersion": lease["metadata"]["resourceVersion"]},
-                     "spec": spec}
-        resp = await asyncio.to_thread(
-            self.api.replace_namespaced_lease, self.name, self.namespace, body,
-            _preload_content=False, _request_timeout=self.timeout,
-        )
-        return self._json(resp)
-
-
-class LeaseWatch:
-    """A watch on the one Lease, in its own thread (the official client is synchronous; a
-    blocking stream must not occupy the shared executor). Every event is handed to the event
-    loop, so the callback running proves the loop is alive too."""
-
-    def __init__(self, api_client: client.ApiClient, namespace: str, name: str,
-                 on_event: Callable[[str, dict[str, Any]], None], read_timeout: float) -> None:
-        self.api = client.CoordinationV1Api(api_client)
-        self.namespace = namespace
-        self.name = name
-        self.on_event = on_event
-        self.read_timeout = read_timeout
-        self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _deliver(self, type_: str, obj: dict[str, Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
-            loop.call_soon_threadsafe(self.on_event, type_, obj)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            w = watch.Watch()  # type: ignore[no-untyped-call]
-            try:
-                for ev in w.stream(  # type: ignore[no-untyped-call]
-                    self.api.list_namespaced_lease, self.namespace,
-                    field_selector=f"metadata.name={self.name}",
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=300,
-                    # A frozen API server sends nothing: give up on the stream and reconnect.
-                    _request_timeout=(5, self.read_timeout),
-                ):
-                    if self._stop.is_set():
-                        break
-                    raw = ev.get("raw_object") or {}
-                    self._deliver(str(ev.get("type")), raw if isinstance(raw, dict) else {})
-            except Exception as exc:  # the API server may be away: retry, the heartbeat tells
-                if not self._stop.is_set():
-                    log.debug("lease watch interrupted: %s", exc)
-                    self._stop.wait(1.0)
-            finally:
-                w.stop()  # type: ignore[no-untyped-call]
-
-
 class LeaderElector:
     def __init__(
         self,
@@ -228,6 +127,9 @@ class LeaderElector:
         self._last_renew = 0.0
         self._changed = asyncio.Event()
         self._stopping = False
+        # One Lease write at a time: a release must be based on the answer of a renewal still in
+        # flight, or it conflicts and the Lease stays held until it expires.
+        self._writing = asyncio.Lock()
 
     # ------------------------------------------------------------------ observation
 
@@ -285,6 +187,10 @@ class LeaderElector:
 
     async def _try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the Lease afterwards."""
+        async with self._writing:
+            return await self._acquire_or_renew_once()
+
+    async def _acquire_or_renew_once(self) -> bool:
         now = datetime.now(UTC)
         try:
             lease = self._lease if self.is_leader and self._lease is not None else await self.api.get()
@@ -322,14 +228,29 @@ class LeaderElector:
         if not self.is_leader or self._lease is None:
             return
         self._set_leader(False)
-        now = datetime.now(UTC)
-        spec = dict(self._lease.get("spec") or {})
-        spec.update({"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time(now)})
         try:
-            await asyncio.wait_for(self.api.replace(self._lease, spec), 5)
+            await asyncio.wait_for(self._release(), 5)
             log.info("released the leader Lease %s/%s", self.config.namespace, self.config.name)
         except Exception as exc:
             log.warning("could not release the leader Lease (it expires by itself): %s", exc)
+
+    async def _release(self) -> None:
+        async with self._writing:  # after a renewal in flight has landed, on its resourceVersion
+            lease = self._lease
+            for _ in range(3):
+                if lease is None or ((lease.get("spec") or {}).get("holderIdentity") != self.config.identity):
+                    return  # deleted, or someone else holds it: nothing of ours to release
+                spec = dict(lease.get("spec") or {})
+                spec.update({"holderIdentity": None, "leaseDurationSeconds": 1,
+                             "renewTime": _micro_time(datetime.now(UTC))})
+                try:
+                    self._observe(await self.api.replace(lease, spec))
+                    return
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                lease = await self.api.get()  # a write of ours we never saw the answer of
+            raise RuntimeError("the Lease kept changing under the release")
 
     # ------------------------------------------------------------------ loop
 

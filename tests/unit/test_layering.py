@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "pgcurator"
 RANKS: dict[str, int] = {
     "sql": 1,
     "models": 2,
-    "tls": 3, "kube": 3,
+    "tls": 3, "kube": 3, "lease": 3,
     "db": 4, "catalog": 4,
     "planner": 5,
     "reconcile": 6,

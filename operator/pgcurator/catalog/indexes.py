@@ -98,6 +98,12 @@ SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, greatest(c.relt
 """
 
 # Indexes of the given tables. Scans of a partitioned index are the sum over its partitions'.
+# pg_stat_all_indexes.last_idx_scan exists from PostgreSQL 16 on; before it, no last scan is known.
+_LAST_SCAN_16 = """CASE WHEN ic.relkind = 'I' THEN
+            (SELECT max(s2.last_idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
+               JOIN pg_catalog.pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
+            ELSE s.last_idx_scan END"""
+_LAST_SCAN_15 = "NULL::timestamptz"
 _INDEXES_SQL = """
 SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name, t.relname::text AS table,
        i.indrelid AS table_oid,
@@ -123,10 +129,7 @@ SELECT i.indexrelid AS oid, n.nspname::text AS schema, ic.relname::text AS name,
             coalesce((SELECT sum(s.idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
                        JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = d.relid WHERE d.isleaf), 0)
             ELSE coalesce(s.idx_scan, 0) END::bigint AS scans,
-       CASE WHEN ic.relkind = 'I' THEN
-            (SELECT max(s2.last_idx_scan) FROM pg_catalog.pg_partition_tree(i.indexrelid) d
-               JOIN pg_catalog.pg_stat_all_indexes s2 ON s2.indexrelid = d.relid WHERE d.isleaf)
-            ELSE s.last_idx_scan END AS last_scan
+       {last_scan} AS last_scan
   FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
   JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
@@ -196,7 +199,8 @@ async def reread_indexes(conn: Any, obs: IndexObservation) -> IndexObservation:
 
 async def _read_indexes(conn: Any, obs: IndexObservation) -> None:
     by_oid = {p.oid: p for p in obs.partitions}
-    for r in await conn.fetch(_INDEXES_SQL, [obs.oid, *by_oid]):
+    last_scan = _LAST_SCAN_16 if conn.get_server_version().major >= 16 else _LAST_SCAN_15
+    for r in await conn.fetch(_INDEXES_SQL.format(last_scan=last_scan), [obs.oid, *by_oid]):
         info = _index(r)
         if r["table_oid"] == obs.oid:
             obs.indexes.append(info)
