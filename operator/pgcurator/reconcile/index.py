@@ -145,7 +145,7 @@ def _summary(status: dict[str, Any]) -> str:
 
 
 def _outcome(run: BuildRun, status: dict[str, Any]) -> Outcome:
-    failed_rows = [r for r in run.rows if not r.get("success")]
+    failed_rows = [r for r in run.rows if not r.get("success") and r.get("state") != "waitingForLock"]
     if failed_rows and status.get("partitioned"):
         names = ", ".join(f"{r['partition']}/{r['index']}" for r in failed_rows[:5])
         first = failed_rows[0].get("error", "")
