@@ -245,6 +245,29 @@ async def test_invalid_leftover_is_dropped_and_rebuilt(ctx: ReconcileContext) ->
     assert out.status["index"]["valid"] is True
 
 
+async def test_a_drop_that_cannot_get_its_lock_waits_instead_of_degrading(ctx: ReconcileContext,
+                                                                            db_url: str) -> None:
+    # Lock timeouts of the steps around a build (here the drop of a replaced index) are a wait, retried,
+    # exactly like a build's: Progressing/WaitingForLock, never Degraded.
+    await make_table(ctx.conn, "items", "vector", DIMS, 200)
+    s = vspec(recall={"enabled": False}, timeouts={"lockTimeout": "200ms", "lockRetries": 0})
+    names = index_names(s)
+    assert cond(await reconcile_vector_index(ctx, s), "Ready").status
+    await ctx.conn.execute(f'CREATE INDEX "{names.old}" ON items USING hnsw (embedding vector_cosine_ops)')
+    blocker = await asyncpg.connect(db_url)
+    try:
+        await blocker.execute("BEGIN; LOCK TABLE items IN SHARE UPDATE EXCLUSIVE MODE")
+        out = await reconcile_vector_index(ctx, s)
+    finally:
+        await blocker.close()
+    assert cond(out, "Progressing").status and not cond(out, "Degraded").status, out.conditions
+    assert cond(out, "Progressing").reason == "WaitingForLock"
+    assert out.requeue_after is not None
+    assert names.old in await index_info(ctx.conn, "items")
+    assert cond(await reconcile_vector_index(ctx, s), "Ready").status
+    assert names.old not in await index_info(ctx.conn, "items")
+
+
 async def test_small_budget_spill_notice_reported(ctx: ReconcileContext) -> None:
     await make_table(ctx.conn, "items", "vector", DIMS, ROWS)
     s = vspec(hnsw={"m": 16, "efConstruction": 32}, build={"memoryBudget": "1Mi"}, recall={"enabled": False})

@@ -69,10 +69,6 @@ FOUND: list[Known] = [
           "exists: StepFailed (owner: partition)",
           lambda b: b.invariant == "no planned statement fails" and "cannot detach partitions concurrently when a "
           "default partition exists" in b.detail),
-    Known("invalid-index-ready", "found by the state suite: a declared index that exists INVALID on a partitioned "
-          "table is reported Ready/UpToDate (owner: index)",
-          lambda b: b.invariant == "Ready means every declared index exists and is valid" and b.result is not None
-          and b.result.kind == "IndexPolicy" and b.result.status.get("partitioned") is True),
     Known("list-ignores-default-rows", "found by the state suite: a list partition whose values have rows in the "
           "DEFAULT partition is planned anyway; its ATTACH fails on every run (StepFailed) instead of "
           "DefaultRowsConflict or a move (owner: partition)",

@@ -195,8 +195,6 @@ def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> N
     run(harness, case, "no planned statement fails")
 
 
-@known("found by the state suite (owner: index): a partitioned table whose declared index exists INVALID is "
-       "reported Ready/UpToDate with '0/1 declared indexes valid'")
 def test_an_invalid_declared_index_on_a_partitioned_table_is_not_ready(harness: Harness) -> None:
     # Found with an INVALID partitioned index and no partitions; reached for real like this: an index created
     # ON ONLY the parent (invalid until every partition has one attached), then the partition detached.

@@ -29,23 +29,9 @@ ITEM_3 = "issue 12 item 3 (reads ignore lockTimeout), fixed by the lead's prepar
 READ_BLOCKING = {"ACCESS EXCLUSIVE"}
 
 
-# Found by this suite (owner: index). A CREATE INDEX CONCURRENTLY that hits lockTimeout while it
-# waits for the application's transactions leaves an INVALID index behind; the retry then fails with
-# 42P07 "already exists", and the clean-up drop runs with a fixed 5 s lock_timeout instead of the
-# resource's. A build that cannot get its lock is reported as StepFailed, not WaitingForLock.
-INDEX_CIC_RETRY = ("found by the state suite (owner: index): a CONCURRENTLY build that hits lockTimeout leaves an "
-                   "INVALID index; the retry fails with 42P07 and the clean-up DROP waits 5 s, past lockTimeout")
-INDEX_LOCK_REASON = ("found by the state suite (owner: index): a build that cannot get its lock within lockTimeout "
-                     "is reported Degraded/StepFailed instead of Progressing/WaitingForLock")
-
-
-def _mark(mode: str, index: bool = False) -> Any:
+def _mark(mode: str) -> Any:
     if mode in READ_BLOCKING:
         return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=ITEM_3))
-    if index and mode == "ROW EXCLUSIVE":
-        return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=INDEX_CIC_RETRY))
-    if index and mode in ("SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE"):
-        return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=INDEX_LOCK_REASON))
     return mode
 
 
@@ -97,7 +83,7 @@ async def _indexed_table(h: Harness) -> int:
     return await inv.history_mark(await h.admin())
 
 
-@pytest.mark.parametrize("mode", [_mark(m, index=True) for m in LOCK_MODES])
+@pytest.mark.parametrize("mode", [_mark(m) for m in LOCK_MODES])
 def test_index_policy_never_waits_behind_a_lock(harness: Harness, mode: str) -> None:
     h = harness
     mark = h.run(_indexed_table(h))

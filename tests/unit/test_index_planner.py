@@ -271,6 +271,20 @@ def test_partitioned_resume_attaches_adopts_and_rebuilds() -> None:
                              "state": "present", "rows": 5}]
 
 
+def test_partitioned_invalid_with_no_partitions_is_recreated_in_one_transaction() -> None:
+    # No partition is left whose ATTACH could validate it (made ON ONLY, then the partitions detached).
+    plan = plan_indexes(spec(), partitioned(existing(valid=False, partitioned=True), parts=[]), {"idx_a": REF})
+    assert kinds(plan) == ["create_parent_index"]
+    step = plan.before.steps[0]
+    assert step.transactional
+    assert step.statements[0] == 'DROP INDEX IF EXISTS "public"."idx_a"'
+    assert step.statements[1].startswith('CREATE INDEX "idx_a" ON ONLY "public"."sessions"')
+    # A valid one, or an INVALID one backing a constraint, is left alone.
+    assert plan_indexes(spec(), partitioned(existing(partitioned=True), parts=[]), {"idx_a": REF}).empty
+    backing = existing(valid=False, partitioned=True, constraint="sessions_key")
+    assert plan_indexes(spec(), partitioned(backing, parts=[]), {"idx_a": REF}).empty
+
+
 def test_partitioned_drift_swaps_after_all_partitions() -> None:
     parent = existing(tail="USING btree (status)", partitioned=True)
     parts = [PartitionTable("public", "p0", "r", 5, [existing("c0", tail="USING btree (status)",

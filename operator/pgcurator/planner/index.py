@@ -293,7 +293,15 @@ def _plan_partitioned(
         target = name
         if pending is not None:
             plan.before.steps.append(Step("drop_leftover", tmp, (_drop(schema, tmp),)))
-        if existing is None:
+        if existing is not None and not existing.valid and not existing.backs_constraint and not obs.partitions:
+            # INVALID with no partition whose attach could validate it (e.g. made ON ONLY, then the
+            # partitions detached): recreated in one transaction; ON ONLY with no partitions is valid.
+            plan.before.steps.append(Step(
+                "create_parent_index", name,
+                (_drop(schema, name), render_create(decl, table_sql, name=name, only=True)),
+                description=f"{name} is INVALID and the table has no partitions: recreated", group=name,
+            ))
+        elif existing is None:
             plan.before.steps.append(Step(
                 "create_parent_index", name,
                 (render_create(decl, table_sql, name=name, only=True, if_not_exists=True),),

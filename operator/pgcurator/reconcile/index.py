@@ -47,6 +47,8 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
             mode = "dryRun" if spec.dry_run else "suspended"
             if conflicts:
                 return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
+            if plan.empty and _invalid(status):
+                return _invalid_outcome(_invalid(status), status)
             if plan.empty:
                 return Outcome.ready("UpToDate", f"{mode}: nothing to change; " + _summary(status), status)
             return Outcome.progressing(
@@ -64,6 +66,8 @@ async def reconcile_index_policy(ctx: ReconcileContext, spec: IndexPolicySpec) -
         status = await _status(ctx, spec, obs, plan, run, conflicts)
     if conflicts:
         return Outcome.degraded("ConflictingManager", conflict_message(ctx.resource, conflicts), status)
+    if run is None and _invalid(status):
+        return _invalid_outcome(_invalid(status), status)
     if run is None:
         return Outcome.ready("UpToDate", _summary(status), status)
     return _outcome(run, status)
@@ -145,7 +149,7 @@ def _summary(status: dict[str, Any]) -> str:
 
 
 def _outcome(run: BuildRun, status: dict[str, Any]) -> Outcome:
-    failed_rows = [r for r in run.rows if not r.get("success")]
+    failed_rows = [r for r in run.rows if not r.get("success") and r.get("state") != "waitingForLock"]
     if failed_rows and status.get("partitioned"):
         names = ", ".join(f"{r['partition']}/{r['index']}" for r in failed_rows[:5])
         first = failed_rows[0].get("error", "")
@@ -168,7 +172,25 @@ def _outcome(run: BuildRun, status: dict[str, Any]) -> Outcome:
             f"{w.step.target}); retrying",
             status, requeue_after=LOCK_RETRY_SECONDS,
         )
+    if _invalid(status):
+        return _invalid_outcome(_invalid(status), status)
     return Outcome.ready("Applied", f"applied {len(run.applied)} steps; " + _summary(status), status)
+
+
+def _invalid(status: dict[str, Any]) -> list[str]:
+    """Declared indexes that exist but are INVALID after the run: PostgreSQL does not use them."""
+    return [i["name"] for i in status["indexes"] if i.get("exists") and not i.get("valid")]
+
+
+def _invalid_outcome(names: list[str], status: dict[str, Any]) -> Outcome:
+    # Not Ready: an INVALID index serves no query. Reached when nothing planned can validate it, e.g. a
+    # partitioned index with a partition pgcurator does not index (see status.partitions).
+    return Outcome.degraded(
+        "IndexInvalid",
+        f"{len(names)} declared indexes exist INVALID and could not be repaired ({', '.join(names[:5])}); "
+        + _summary(status),
+        status, requeue_after=FAILED_RETRY_SECONDS,
+    )
 
 
 _CREATED_SQL = """

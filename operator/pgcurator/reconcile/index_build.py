@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..catalog.indexes import build_progress
-from ..db.executor import RunResult, StepResult, record_history, run_plan
+from ..db.executor import RunResult, StepResult, lock_retry_delay, record_history, run_plan
 from ..errors import CuratorError
-from ..models.common import Timeouts
+from ..models.common import Timeouts, parse_duration
 from ..models.index import IndexPolicySpec
 from ..planner.index import BuildJob, IndexPlan
 from ..sql.quote import qualified
@@ -38,9 +38,8 @@ PROGRESS_POLL_SECONDS = 1.0
 ANSWER_WAIT_SECONDS = 15.0
 GONE_WAIT_SECONDS = 60.0
 BUILD_KINDS = ("create_index", "create_replacement")
-CLEANUP_TIMEOUTS = Timeouts.model_validate({"lockTimeout": "5s", "statementTimeout": "10m", "lockRetries": 1})
 # A stopping run drops its half-built index only if that is quick; otherwise the next run does.
-ABANDON_TIMEOUTS = Timeouts.model_validate({"lockTimeout": "2s", "statementTimeout": "1m", "lockRetries": 0})
+ABANDON_LOCK_SECONDS = 2.0
 
 T = TypeVar("T")
 StepDone = Callable[[StepResult], Awaitable[None]]
@@ -120,27 +119,28 @@ async def _one(ctx: ReconcileContext, spec: IndexPolicySpec, job: BuildJob, resu
             pid = conn.get_server_pid()
             running[pid] = job
             try:
-                run = await run_plan(conn, Plan(list(job.steps)), resource=ctx.resource,
-                                     timeouts=spec.timeouts, on_step=on_step)
-                bad = [s for s in run.steps if s.outcome != "ok"]
-                if bad and bad[0].step.kind in BUILD_KINDS:
-                    await _drop_failed_build(conn, job.schema, bad[0].step.target, "cleanup")
+                steps = await _run_job(ctx, conn, spec, job, on_step)
+                bad = [s for s in steps if s.outcome != "ok"]
             except asyncio.CancelledError:
                 # Another lane failed (or the run is being stopped): this lane's statement must be
                 # gone from the server before the connection goes back and the table lock is freed.
                 try:
-                    await _to_completion(_abandon(ctx, conn, pid, job, len(finished), started))
+                    await _to_completion(_abandon(ctx, spec, conn, pid, job, len(finished), started))
                 except Exception as exc:  # the lane is stopping either way
                     log.warning("stopping the build of %s on %s: %s", job.index, job.table, exc)
                 raise
             finally:
                 running.pop(pid, None)
-        result.steps.extend(run.steps)
+        result.steps.extend(steps)
         row["success"] = not bad
         if bad:
             row["error"] = bad[0].error or bad[0].outcome
-        built = next((s for s in run.steps if s.step.kind in BUILD_KINDS), None)
-        row["state"] = "failed" if bad else ("built" if built else "attached")
+        built = next((s for s in steps if s.step.kind in BUILD_KINDS), None)
+        if bad:
+            # A lock not had within lockTimeout is a wait (retried next run), not a failure.
+            row["state"] = "waitingForLock" if bad[0].outcome == "lock_timeout" else "failed"
+        else:
+            row["state"] = "built" if built else "attached"
     except CuratorError as exc:
         row.update(success=False, error=exc.message, state="failed")
     row["ms"] = round((time.perf_counter() - t0) * 1000, 1)
@@ -148,6 +148,45 @@ async def _one(ctx: ReconcileContext, spec: IndexPolicySpec, job: BuildJob, resu
     if not row["success"]:
         result.failed_indexes.add(job.index)
     result.rows.append(row)
+
+
+async def _run_job(ctx: ReconcileContext, conn: Any, spec: IndexPolicySpec, job: BuildJob,
+                   on_step: StepDone) -> list[StepResult]:
+    """The job's steps in order; the first that does not succeed skips the rest (they are one change)."""
+    out: list[StepResult] = []
+    for i, step in enumerate(job.steps):
+        if step.kind in BUILD_KINDS:
+            sr = await _build(ctx, conn, spec, job, step)
+            await on_step(sr)
+        else:
+            run = await run_plan(conn, Plan([step]), resource=ctx.resource, timeouts=spec.timeouts, on_step=on_step)
+            sr = run.steps[0]
+        out.append(sr)
+        if sr.outcome != "ok":
+            out.extend(StepResult(s, "skipped", 0.0, error="an earlier step of this change failed")
+                       for s in job.steps[i + 1:])
+            break
+    return out
+
+
+async def _build(ctx: ReconcileContext, conn: Any, spec: IndexPolicySpec, job: BuildJob, step: Step) -> StepResult:
+    """One CREATE INDEX CONCURRENTLY, with the lock retries done here rather than by the executor: a
+    concurrent build that gives up waiting for the application's transactions has already registered
+    its index (INVALID), so a plain retry fails with 42P07. Each retry first drops that leftover,
+    under the resource's lockTimeout; if even the drop cannot get its lock, the run waits for the next."""
+    once = spec.timeouts.model_copy(update={"lock_retries": 0})
+    attempt = 0
+    while True:
+        attempt += 1
+        sr = (await run_plan(conn, Plan([step]), resource=ctx.resource, timeouts=once)).steps[0]
+        if sr.outcome == "ok":
+            break
+        gone = await _drop_failed_build(conn, job.schema, step.target, ctx.resource, once)
+        if sr.outcome != "lock_timeout" or not gone or attempt > spec.timeouts.lock_retries:
+            break
+        await asyncio.sleep(lock_retry_delay(attempt))
+    sr.attempts = attempt
+    return sr
 
 
 async def _to_completion(coro: Coroutine[Any, Any, T]) -> T:
@@ -165,8 +204,8 @@ async def _to_completion(coro: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-async def _abandon(ctx: ReconcileContext, conn: Any, pid: int, job: BuildJob, steps_done: int,
-                   started: datetime) -> None:
+async def _abandon(ctx: ReconcileContext, spec: IndexPolicySpec, conn: Any, pid: int, job: BuildJob,
+                   steps_done: int, started: datetime) -> None:
     """Stop the lane's backend, record the interrupted step, drop the half-built index."""
     alive = await _wait_stopped(ctx, conn, pid)
     if not alive or steps_done >= len(job.steps):
@@ -177,8 +216,11 @@ async def _abandon(ctx: ReconcileContext, conn: Any, pid: int, job: BuildJob, st
                              (datetime.now(UTC) - started).total_seconds() * 1000, outcome="cancelled",
                              error="cancelled: another build lane of this run failed or the run was stopped")
     if step.kind in BUILD_KINDS:
-        await _drop_failed_build(conn, job.schema, step.target, ctx.resource, only_invalid=True,
-                                 timeouts=ABANDON_TIMEOUTS)
+        # Never longer than the resource's own lockTimeout.
+        seconds = min(ABANDON_LOCK_SECONDS, parse_duration(spec.timeouts.lock_timeout))
+        quick = Timeouts.model_validate({"lockTimeout": f"{int(seconds * 1000)}ms", "statementTimeout": "1m",
+                                         "lockRetries": 0})
+        await _drop_failed_build(conn, job.schema, step.target, ctx.resource, quick)
 
 
 async def _wait_stopped(ctx: ReconcileContext, conn: Any, pid: int) -> bool:
@@ -204,16 +246,20 @@ async def _wait_stopped(ctx: ReconcileContext, conn: Any, pid: int) -> bool:
     return False
 
 
-async def _drop_failed_build(conn: Any, schema: str, name: str, resource: str, only_invalid: bool = False,
-                             timeouts: Timeouts | None = None) -> None:
+async def _drop_failed_build(conn: Any, schema: str, name: str, resource: str, timeouts: Timeouts) -> bool:
     """A failed or cancelled CREATE INDEX CONCURRENTLY leaves an INVALID index that every write still
-    maintains: drop it now rather than on the next run (which would also find it)."""
-    if only_invalid and not await conn.fetchval(_INVALID_SQL, schema, name):
-        return
+    maintains: drop it now rather than on the next run (which would also find it). Only an INVALID
+    index of that name is dropped. True when no leftover remains."""
+    invalid = await conn.fetchval(_INVALID_SQL, schema, name)
+    if not invalid:
+        return True  # none was left (the build never got its lock), or it is valid and not ours to drop
     drop = Step("drop_failed_build", name, (f"DROP INDEX CONCURRENTLY IF EXISTS {qualified(schema, name)}",),
-                transactional=False)
-    with contextlib.suppress(CuratorError):
-        await run_plan(conn, Plan([drop]), resource=resource, timeouts=timeouts or CLEANUP_TIMEOUTS)
+                transactional=False, description="INVALID leftover of the failed build")
+    try:
+        run = await run_plan(conn, Plan([drop]), resource=resource, timeouts=timeouts)
+    except CuratorError:
+        return False
+    return not run.failed and not run.lock_waits
 
 
 _INVALID_SQL = """

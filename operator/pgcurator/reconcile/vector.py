@@ -149,6 +149,10 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
         if vplan.plan.steps:
             status["lastRun"] = {"at": datetime.now(UTC).isoformat(), "action": vplan.action,
                                  "reasons": vplan.reasons, "steps": [s.kind + " " + s.target for s in vplan.plan.steps]}
+        if failed is not None and failed[0] == "WaitingForLock":
+            # A swap, rename or drop that could not get its lock waits like a build does.
+            return _finish(Outcome.progressing(failed[0], f"{failed[1]}; retrying", status,
+                                               requeue_after=LOCK_RETRY_SECONDS), status)
         if failed is not None:
             return _finish(Outcome.degraded(failed[0], failed[1], status), status)
         if report is not None and report.outcome == "lock_timeout":
