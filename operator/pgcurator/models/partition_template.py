@@ -8,6 +8,7 @@ import re
 from pydantic import Field, field_validator
 
 from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
+from .hints import hint
 
 # A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
 # names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
@@ -22,6 +23,7 @@ def check_suffix_name(v: str, field: str) -> str:
 
 
 
+BATCH_MEMORY_PATTERN = hint(r"^[1-9][0-9]*(Ki|Mi|Gi)$", "a memory quantity such as '64Mi' or '1Gi' (Ki, Mi or Gi)")
 STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(toast\.)?autovacuum_[a-z_]+|" \
     r"(toast\.)?vacuum_truncate|(toast\.)?vacuum_index_cleanup|user_catalog_table)$"
 
@@ -82,7 +84,7 @@ class ConvertSpec(StrictModel):
 
     enabled: bool = Field(description="Explicit opt-in: the table is converted only when true.")
     batch_memory: str = Field(
-        default="64Mi", alias="batchMemory", pattern=r"^[1-9][0-9]*(Ki|Mi|Gi)$",
+        default="64Mi", alias="batchMemory", pattern=BATCH_MEMORY_PATTERN,
         description="Memory budget for one copy batch; the batch row count is derived from the average row width.",
     )
     drop_original: bool = Field(

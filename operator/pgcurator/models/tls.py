@@ -9,17 +9,26 @@ from typing import Annotated, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import K8S_NAME_PATTERN, CommonSpec, Duration, StrictModel, parse_duration
+from .common import K8S_NAME_PATTERN, CommonSpec, Duration, StrictModel, cel_rule, parse_duration
+from .hints import hint
 
 # RFC 1123 host name, optionally with one leading wildcard label (as cert-manager accepts).
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-DNS_NAME_PATTERN = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$"
+DNS_NAME_PATTERN = hint(
+    rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$",
+    "a DNS name (lower-case labels of letters, digits and '-', separated by dots, optionally starting with "
+    "'*.'), e.g. 'pg.example.com' or '*.db.svc'",
+)
 
 # Paths the operator puts into SQL literals and shell words (sql mode): a conservative set.
-SAFE_PATH_PATTERN = r"^[A-Za-z0-9._/-]+$"
+SAFE_PATH_PATTERN = hint(
+    r"^[A-Za-z0-9._/-]+$", "a file path of letters, digits, '.', '_', '-' and '/', e.g. '/var/lib/pg/tls/tls.crt'"
+)
 
 K8sName = Annotated[str, Field(max_length=253, pattern=K8S_NAME_PATTERN)]
 DnsName = Annotated[str, Field(max_length=253, pattern=DNS_NAME_PATTERN)]
+IpText = Annotated[str, Field(max_length=64, json_schema_extra=cel_rule(
+    "isIP(self)", "must be an IP address such as 10.0.0.5 or fd00::5 (no prefix length)"))]
 
 
 def check_dns_name(name: str) -> str:
@@ -189,7 +198,7 @@ class DbTlsCertSpec(CommonSpec):
         default_factory=list, alias="dnsNames", max_length=100,
         description="Names the certificate must cover (and, when owned, is requested for).",
     )
-    ip_addresses: list[str] = Field(
+    ip_addresses: list[IpText] = Field(
         default_factory=list, alias="ipAddresses", max_length=100,
         description="IP addresses the certificate must cover (and, when owned, is requested for).",
     )
