@@ -36,8 +36,6 @@ MODEL_ONLY: dict[str, str] = {
     "budget",
     "list-values": "list partition values must not repeat across partitions: a quadratic check over "
     "user-sized lists exceeds CEL's cost budget",
-    "index-method": "which index method supports unique, and which methods exist, depends on the server's "
-    "access methods (pg_am); the model checks the built-in ones",
 }
 
 
@@ -55,8 +53,6 @@ def model_only_rule(kind: str, patch: dict[str, Any], message: str) -> str | Non
         return "cross-field-limits"
     if '"list"' in text and "is in both" in message:
         return "list-values"
-    if kind == "IndexPolicy" and '"method"' in text:
-        return "index-method"
     return None
 
 

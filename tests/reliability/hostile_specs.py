@@ -40,6 +40,14 @@ EXTRA: list[tuple[str, str, dict[str, Any]]] = [
       enumerate(["not-an-ip", "10.0.0.256", "10.0.0.1/24", "", "::g"])],
     *[(f"tls-dns-{i}", "DbTlsCert", {"dnsNames": [v]}) for i, v in enumerate(["Bad_Name", "-x.com", "a..b"])],
     ("tls-bidi-ident", "PartitionPolicy", {"table": {"name": "\u202eevil"}}),
+    ("ix-hash-two-columns", "IndexPolicy", {"indexes": [{"name": "i", "method": "hash",
+                                                         "columns": [{"column": "a"}, {"column": "b"}]}]}),
+    ("ix-gin-order", "IndexPolicy", {"indexes": [{"name": "i", "method": "gin",
+                                                   "columns": [{"column": "a", "order": "desc"}]}]}),
+    ("ix-brin-include", "IndexPolicy", {"indexes": [{"name": "i", "method": "brin", "include": ["b"],
+                                                      "columns": [{"column": "a"}]}]}),
+    ("ix-name-twice", "IndexPolicy", {"indexes": [{"name": "i", "columns": [{"column": "a"}]},
+                                                  {"name": "i", "columns": [{"column": "b"}]}]}),
     ("pp-ident-spaces", "PartitionPolicy", {"table": {"name": " padded "}}),
 ]
 

@@ -206,4 +206,34 @@ INDEX_POLICY_CEL = [
         "rule": "!has(self.indexes) || self.indexes.all(i, i.columns.all(c, has(c.column) != has(c.expression)))",
         "message": "each index column sets exactly one of column or expression",
     },
+    # IndexDecl._shape, and the unique-names rule, for the API server.
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
+        "!has(i.unique) || !i.unique)",
+        "message": "unique is only for btree indexes, e.g. method: btree, unique: true",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
+        "i.columns.all(c, !has(c.order) && !has(c.nulls)))",
+        "message": "order and nulls are only for btree indexes",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method != 'hash' || "
+        "size(i.columns) == 1)",
+        "message": "hash indexes have exactly one column",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.include) || size(i.include) == 0 || "
+        "!has(i.method) || i.method in ['btree', 'gist'])",
+        "message": "include is only for btree and gist indexes",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, self.indexes.exists_one(j, j.name == i.name))",
+        "message": "each index name is declared once",
+        "fieldPath": ".indexes",
+    },
 ]
