@@ -48,6 +48,12 @@ EXTRA: list[tuple[str, str, dict[str, Any]]] = [
                                                       "columns": [{"column": "a"}]}]}),
     ("ix-name-twice", "IndexPolicy", {"indexes": [{"name": "i", "columns": [{"column": "a"}]},
                                                   {"name": "i", "columns": [{"column": "b"}]}]}),
+    *[(f"tls-cert-{i}", "DbTlsCert", {"secretName": None, "certificate": {
+        "secretName": "x", "issuerRef": {"name": "ca"}, **c}}) for i, c in enumerate([
+            {"duration": "24h", "renewBefore": "48h"}, {"duration": "30m"}, {"renewBefore": "1m"},
+            {"duration": "720h"}])],
+    ("tls-cert-no-names", "DbTlsCert", {"secretName": None, "dnsNames": [], "certificate": {
+        "secretName": "x", "issuerRef": {"name": "ca"}}}),
     ("pp-ident-spaces", "PartitionPolicy", {"table": {"name": " padded "}}),
 ]
 

@@ -259,7 +259,32 @@ class DbTlsCertSpec(CommonSpec):
         return self.secret_name
 
 
+_DURATION = "duration(has(self.certificate.duration) ? self.certificate.duration : '2160h')"
+_RENEW = "duration(has(self.certificate.renewBefore) ? self.certificate.renewBefore : '720h')"
+
 DB_TLS_CERT_CEL = [
+    # OwnedCertificate._durations and the names rule, for the API server.
+    {
+        "rule": f"!has(self.certificate) || {_DURATION} >= duration('1h')",
+        "message": "certificate.duration must be at least 1h (cert-manager's minimum), e.g. '2160h'",
+        "fieldPath": ".certificate.duration",
+    },
+    {
+        "rule": f"!has(self.certificate) || {_RENEW} >= duration('5m')",
+        "message": "certificate.renewBefore must be at least 5m (cert-manager's minimum), e.g. '720h'",
+        "fieldPath": ".certificate.renewBefore",
+    },
+    {
+        "rule": f"!has(self.certificate) || {_RENEW} < {_DURATION}",
+        "message": "certificate.renewBefore must be shorter than certificate.duration, e.g. duration '2160h' "
+        "with renewBefore '720h'",
+        "fieldPath": ".certificate.renewBefore",
+    },
+    {
+        "rule": "!has(self.certificate) || (has(self.dnsNames) && size(self.dnsNames) > 0) || "
+        "(has(self.ipAddresses) && size(self.ipAddresses) > 0) || has(self.certificate.commonName)",
+        "message": "an owned certificate needs dnsNames, ipAddresses or certificate.commonName",
+    },
     {
         "rule": "has(self.certificate) != has(self.secretName)",
         "message": "set exactly one of certificate (owned Certificate) or secretName (follow a Secret)",
