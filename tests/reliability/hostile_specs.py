@@ -54,6 +54,9 @@ EXTRA: list[tuple[str, str, dict[str, Any]]] = [
             {"duration": "720h"}])],
     ("tls-cert-no-names", "DbTlsCert", {"secretName": None, "dnsNames": [], "certificate": {
         "secretName": "x", "issuerRef": {"name": "ca"}}}),
+    ("pp-template-column-bytes", "PartitionPolicy", {"template": {"indexes": [{"name": "t", "columns": ["é" * 32]}]}}),
+    ("pp-template-name-bytes", "PartitionPolicy", {"template": {"indexes": [{"name": "ü" * 27,
+                                                                              "columns": ["player_id"]}]}}),
     ("pp-ident-spaces", "PartitionPolicy", {"table": {"name": " padded "}}),
 ]
 

@@ -221,6 +221,7 @@ class SubpartitionSpec(StrictModel):
     range: RangeSpec | None = Field(default=None, description="For strategy range (premake applies per parent).")
     only: list[Identifier] | None = Field(
         default=None,
+        max_length=1000,  # at most as many as list partitions; bounded so the CRD can check each name
         description="Only these first-level partitions (list partition names) are sub-partitioned; default all.",
     )
 

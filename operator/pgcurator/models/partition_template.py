@@ -66,7 +66,7 @@ class PartitionTemplate(StrictModel):
         description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
     )
     tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
-    indexes: list[TemplateIndex] = Field(default_factory=list, description="Per-partition indexes.")
+    indexes: list[TemplateIndex] = Field(default_factory=list, max_length=100, description="Per-partition indexes.")
 
     @field_validator("storage_parameters")
     @classmethod
