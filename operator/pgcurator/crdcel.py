@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models.common import IDENTIFIER_PATTERN
+from .models.common import IDENTIFIER_PATTERN, cel_string
 from .models.hints import PATTERN_HINTS
-
-
-def cel_string(text: str) -> str:
-    """`text` as a double-quoted CEL string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def identifier_rule(max_bytes: int) -> dict[str, str]:

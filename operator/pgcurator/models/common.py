@@ -155,6 +155,11 @@ POSITIVE_DURATION = "duration(self) > duration('0s')"
 AT_LEAST_1S = "duration(self) >= duration('1s')"
 
 
+def cel_string(text: str) -> str:
+    """`text` as a double-quoted CEL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def cel_rule(rule: str, message: str) -> dict[str, Any]:
     """A field's JSON-schema extra carrying one CEL rule into the CRD (crdgen keeps it)."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}

@@ -4,6 +4,7 @@ options (DEFAULT-row moves, conversion of a plain table)."""
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
@@ -26,6 +27,13 @@ def check_suffix_name(v: str, field: str) -> str:
 BATCH_MEMORY_PATTERN = hint(r"^[1-9][0-9]*(Ki|Mi|Gi)$", "a memory quantity such as '64Mi' or '1Gi' (Ki, Mi or Gi)")
 STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(toast\.)?autovacuum_[a-z_]+|" \
     r"(toast\.)?vacuum_truncate|(toast\.)?vacuum_index_cleanup|user_catalog_table)$"
+
+
+TABLE_PARAM_VALUE = hint(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$",
+                         "a number or a boolean (true, false, on, off, auto), e.g. '90' or '0.01'")
+# The value's pattern is in the CRD; the names are checked by the model only (a CRD schema cannot
+# constrain map keys, and a CEL rule over keys of unbounded length exceeds the cost budget).
+TableParamValue = Annotated[str, Field(max_length=64, pattern=TABLE_PARAM_VALUE)]
 
 
 class TemplateIndex(StrictModel):
@@ -60,9 +68,10 @@ class PartitionTemplate(StrictModel):
     """What every partition the operator creates gets; partitions it did not create are checked and any
     difference is reported as drift on the status."""
 
-    storage_parameters: dict[str, str] = Field(
+    storage_parameters: dict[str, TableParamValue] = Field(
         default_factory=dict,
         alias="storageParameters",
+        max_length=64,
         description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
     )
     tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
@@ -74,7 +83,7 @@ class PartitionTemplate(StrictModel):
         for key, value in v.items():
             if not re.fullmatch(STORAGE_PARAMETER_PATTERN, key):
                 raise ValueError(f"storage parameter {key!r} is not a table storage parameter pgcurator sets")
-            if not re.fullmatch(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$", str(value)):
+            if not re.fullmatch(TABLE_PARAM_VALUE, str(value)):
                 raise ValueError(f"storage parameter {key}={value!r}: value must be a number or a boolean")
         return v
 
