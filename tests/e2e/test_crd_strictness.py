@@ -41,7 +41,8 @@ MODEL_ONLY: dict[str, str] = {
 
 def model_only_rule(kind: str, patch: dict[str, Any], message: str) -> str | None:
     text = json.dumps(patch)
-    if '"where"' in text or '"expression"' in text or "sampleFilter" in text:
+    if re.search(r'"(where|expression|sampleFilter)"', text) and re.search(
+            r"where|expression|predicate|sampleFilter", message):
         return "sql-fragment"
     if "timeZone" in text:
         return "time-zone"
