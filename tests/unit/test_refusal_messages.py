@@ -77,3 +77,18 @@ def test_expression_errors_count_positions_in_what_the_user_wrote(text: str, whe
         validate_predicate(text)
     assert where in info.value.message, info.value.message
     assert "at index" not in info.value.message
+
+
+def test_scanner_errors_count_positions_in_what_the_user_wrote_too() -> None:
+    with pytest.raises(SpecError) as info:
+        validate_predicate("a = 'unterminated")
+    assert "at index" not in info.value.message and "at character" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"where": "random() > 0.5"}, "spec.where: "),
+    ({"recall": {"sampleFilter": "random() > 0.5"}}, "spec.recall.sampleFilter: "),
+])
+def test_vector_sql_fields_are_named_once(patch: dict[str, object], field: str) -> None:
+    message = refusal("VectorIndex", patch)
+    assert message.startswith(field) and "where: where" not in message and "sampleFilter: sampleFilter" not in message

@@ -237,7 +237,7 @@ class RecallSpec(StrictModel):
         try:
             return validate_predicate(v)
         except SpecError as exc:
-            raise ValueError(f"sampleFilter: {exc.message}") from None
+            raise ValueError(exc.message) from None  # the location already names the field
 
 
 class VectorIndexSpec(CommonSpec):
@@ -283,7 +283,7 @@ class VectorIndexSpec(CommonSpec):
         try:
             return validate_predicate(v)
         except SpecError as exc:
-            raise ValueError(f"where: {exc.message}") from None
+            raise ValueError(exc.message) from None  # the location already names the field
 
     @model_validator(mode="after")
     def _rules(self) -> VectorIndexSpec:
