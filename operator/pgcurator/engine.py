@@ -64,7 +64,11 @@ def format_validation_error(exc: pydantic.ValidationError) -> str:
             # pydantic would show the raw regular expression; say what is expected instead.
             pattern = (err.get("ctx") or {}).get("pattern")
             msg = describe_mismatch(pattern, err.get("input")) or msg
-        parts.append(f"{loc}: {msg.removeprefix('Value error, ')}")
+        msg = msg.removeprefix("Value error, ")
+        last = str(err["loc"][-1]) if err["loc"] else ""
+        if last and msg.startswith((f"{last}: ", f"{last} ")):
+            msg = msg[len(last) + 1:].lstrip(": ")  # `spec.x.lists: lists must ...` names the field once
+        parts.append(f"{loc}: {msg}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

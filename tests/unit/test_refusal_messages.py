@@ -38,6 +38,10 @@ def test_no_refusal_shows_a_regular_expression_or_a_doubled_prefix() -> None:
         seen += 1
         assert "should match" not in message and "^" not in message, (case, message)
         assert "spec.spec" not in message, (case, message)
+        for part in message.split("; "):
+            field, _, rest = part.partition(": ")
+            last = field.rsplit(".", 1)[-1]
+            assert not re.match(rf"{re.escape(last)}\b", rest) or last == "spec", (case, part)
         assert re.match(r"spec[.:\[]", message), (case, message)
     assert seen > 300
 

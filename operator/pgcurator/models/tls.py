@@ -110,12 +110,12 @@ class OwnedCertificate(StrictModel):
     def _durations(self) -> Self:
         duration, renew = parse_duration(self.duration), parse_duration(self.renew_before)
         if duration < 3600:
-            raise ValueError(f"certificate.duration {self.duration} is shorter than cert-manager's minimum of 1h")
+            raise ValueError(f"duration {self.duration} is shorter than cert-manager's minimum of 1h")
         if renew < 300:
-            raise ValueError(f"certificate.renewBefore {self.renew_before} is shorter than cert-manager's minimum of 5m")
+            raise ValueError(f"renewBefore {self.renew_before} is shorter than cert-manager's minimum of 5m")
         if renew >= duration:
             raise ValueError(
-                f"certificate.renewBefore ({self.renew_before}) must be shorter than certificate.duration "
+                f"renewBefore ({self.renew_before}) must be shorter than duration "
                 f"({self.duration}): the certificate would be renewed as soon as it is issued"
             )
         return self
