@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .crdcel import add_rules
 from .kube import GROUP, VERSION
 from .models.index import INDEX_POLICY_CEL, IndexPolicySpec
 from .models.monitor import DATABASE_MONITOR_CEL, DatabaseMonitorSpec
@@ -49,7 +50,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         if sorted(o.get("type", "") for o in options) == ["integer", "string"]:
             # A union of a number and a string is Kubernetes' int-or-string.
-            rest = {k: v for k, v in node.items() if k in ("description", "default")}
+            rest = {k: v for k, v in node.items() if k in ("description", "default", "x-kubernetes-validations")}
             return {"x-kubernetes-int-or-string": True, **rest}
         if len(options) == 1:
             merged = {k: v for k, v in node.items() if k != "anyOf"}
@@ -193,6 +194,7 @@ CRDS: list[CrdInfo] = [
 
 def render_crd(info: CrdInfo) -> dict[str, Any]:
     spec_schema = structural_schema(info.spec_model)
+    add_rules(spec_schema)
     spec_schema["description"] = "Desired state. " + spec_schema.get("description", "")
     if info.cel:
         spec_schema["x-kubernetes-validations"] = info.cel

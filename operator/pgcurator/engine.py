@@ -24,6 +24,7 @@ from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
 from .kube import Kube
 from .models.common import CommonSpec, parse_duration
+from .models.hints import describe_mismatch
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Event, Outcome
 from .settings import Settings, current
@@ -56,8 +57,18 @@ class KindHandler(Generic[S]):
 def format_validation_error(exc: pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"]) or "spec"
-        parts.append(f"spec.{loc}: {err['msg']}")
+        # A rule over the whole spec (a model validator) has no location: it is just `spec`.
+        loc = ".".join(["spec", *(str(x) for x in err["loc"])])
+        msg = err["msg"]
+        if err["type"] == "string_pattern_mismatch":
+            # pydantic would show the raw regular expression; say what is expected instead.
+            pattern = (err.get("ctx") or {}).get("pattern")
+            msg = describe_mismatch(pattern, err.get("input")) or msg
+        msg = msg.removeprefix("Value error, ")
+        last = str(err["loc"][-1]) if err["loc"] else ""
+        if last and msg.startswith((f"{last}: ", f"{last} ")):
+            msg = msg[len(last) + 1:].lstrip(": ")  # `spec.x.lists: lists must ...` names the field once
+        parts.append(f"{loc}: {msg}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

@@ -23,7 +23,7 @@ RANKS: dict[str, int] = {
     "planner": 5,
     "reconcile": 6,
     "engine": 7,
-    "runtime": 8, "kinds": 8, "local": 8, "leader": 8, "health": 8,
+    "runtime": 8, "kinds": 8, "local": 8, "leader": 8, "health": 8, "crdcel": 8,
     "app": 9, "crdgen": 9, "suggest_cli": 9,
     "cli": 10,
 }

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -14,16 +14,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
 from ..sql.quote import MAX_IDENTIFIER_BYTES
+from .hints import hint
 
 # Kubernetes object names (DNS-1123 subdomain, as Secrets use).
-K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+K8S_NAME_PATTERN = hint(
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    "a Kubernetes object name (lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+    "digit), e.g. 'app-db'",
+)
 
 # Every identifier is quoted when it reaches SQL, so quoting alone makes any name safe; these
 # characters are refused anyway, because a table really named like that is far more likely a
 # mistake or an attack than a real schema: control and format characters (e.g. bidi overrides),
 # quotes, dots (which read as schema qualification), semicolons, backslashes, backticks, SQL
 # comment markers and dollar quotes.
-IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f\"'.\\;`]+$"
+IDENTIFIER_PATTERN = hint(
+    r"^[^\x00-\x1f\x7f\"'.\\;`]+$",
+    "a name pgcurator accepts: no control characters, quotes, dots, semicolons, backslashes or backticks (a "
+    "schema goes in its own field), e.g. 'event_logs'",
+)
 _FORBIDDEN_SEQUENCES = ("--", "/*", "*/", "$$")
 
 
@@ -86,7 +95,11 @@ class SecretKeyRef(StrictModel):
 
 # spec.database.host: host names, IPv4 or IPv6 addresses (without brackets), comma-separated as
 # libpq's host keyword; the exact checks are db/conninfo.py's.
-DB_HOSTS_PATTERN = r"^[A-Za-z0-9_.:%-]+(,[A-Za-z0-9_.:%-]+)*$"
+DB_HOSTS_PATTERN = hint(
+    r"^[A-Za-z0-9_.:%-]+(,[A-Za-z0-9_.:%-]+)*$",
+    "a host name or IP address (several comma-separated, without brackets or spaces), e.g. "
+    "'pg-rw.db.svc' or 'pg-1,pg-2'",
+)
 
 
 class DatabaseRef(StrictModel):
@@ -134,7 +147,22 @@ class DeletionPolicy(StrEnum):
     Delete = "Delete"
 
 
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+DURATION_PATTERN = hint(r"^([0-9]+(ms|s|m|h))+$", "a duration such as '30s', '5m' or '1h30m' (units ms, s, m, h)")
+
+
+# CEL's duration() reads Go durations, of which DURATION_PATTERN is a subset.
+POSITIVE_DURATION = "duration(self) > duration('0s')"
+AT_LEAST_1S = "duration(self) >= duration('1s')"
+
+
+def cel_string(text: str) -> str:
+    """`text` as a double-quoted CEL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cel_rule(rule: str, message: str) -> dict[str, Any]:
+    """A field's JSON-schema extra carrying one CEL rule into the CRD (crdgen keeps it)."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
 
 
 def parse_duration(text: str) -> float:
@@ -150,12 +178,14 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 class Timeouts(StrictModel):
     lock_timeout: Duration = Field(
+        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero, e.g. '5s'"),
         default="5s",
         alias="lockTimeout",
         description="lock_timeout for every statement: how long DDL may queue behind other sessions' locks "
         "(and so how long it can make the application's writes wait behind it).",
     )
     statement_timeout: Duration = Field(
+        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero, e.g. '30m'"),
         default="30m",
         alias="statementTimeout",
         description="statement_timeout for every statement.",
@@ -213,6 +243,7 @@ class Schedule(StrictModel):
     """When a resource is re-observed, for every kind: an interval, or a cron expression replacing it."""
 
     interval: Duration = Field(
+        json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s, e.g. '1h'"),
         default="1h",
         description="How often the resource is re-observed and its drift repaired, even when the spec has not "
         "changed (e.g. a partition or an index dropped by hand is recreated).",

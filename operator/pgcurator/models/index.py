@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,7 @@ from .common import (
     check_identifier,
     parse_duration,
 )
+from .hints import hint
 
 
 class IndexMethod(StrEnum):
@@ -41,7 +43,10 @@ class NullsOrder(StrEnum):
 
 # Storage parameter names are plain lower-case words; values are numbers or words (on/off, true...).
 STORAGE_PARAM_NAME = r"^[a-z][a-z0-9_]{0,62}$"
-STORAGE_PARAM_VALUE = r"^([0-9]+(\.[0-9]+)?|[A-Za-z][A-Za-z0-9_]{0,62})$"
+STORAGE_PARAM_VALUE = hint(r"^([0-9]+(\.[0-9]+)?|[A-Za-z][A-Za-z0-9_]{0,62})$",
+                           "a number or a plain word, e.g. '90' or 'off'")
+# Values are checked by the CRD too; names by the model only (a CRD cannot constrain map keys).
+IndexParamValue = Annotated[str, Field(max_length=64, pattern=STORAGE_PARAM_VALUE)]
 
 
 class IndexColumn(StrictModel):
@@ -95,9 +100,10 @@ class IndexDecl(StrictModel):
         description="Partial index predicate, e.g. `status = 'active'`: one plain SQL expression (no "
         "sub-queries, no statements, only allow-listed immutable functions).",
     )
-    storage_parameters: dict[str, str] = Field(
+    storage_parameters: dict[str, IndexParamValue] = Field(
         default_factory=dict,
         alias="storageParameters",
+        max_length=64,
         description="WITH (...) storage parameters, e.g. {fillfactor: \"90\"} or {fastupdate: \"off\"}.",
     )
     tablespace: Identifier | None = Field(default=None, description="Tablespace for the index.")
@@ -205,5 +211,35 @@ INDEX_POLICY_CEL = [
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, i.columns.all(c, has(c.column) != has(c.expression)))",
         "message": "each index column sets exactly one of column or expression",
+    },
+    # IndexDecl._shape, and the unique-names rule, for the API server.
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
+        "!has(i.unique) || !i.unique)",
+        "message": "unique is only for btree indexes, e.g. method: btree, unique: true",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
+        "i.columns.all(c, !has(c.order) && !has(c.nulls)))",
+        "message": "order and nulls are only for btree indexes",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method != 'hash' || "
+        "size(i.columns) == 1)",
+        "message": "hash indexes have exactly one column",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.include) || size(i.include) == 0 || "
+        "!has(i.method) || i.method in ['btree', 'gist'])",
+        "message": "include is only for btree and gist indexes",
+        "fieldPath": ".indexes",
+    },
+    {
+        "rule": "!has(self.indexes) || self.indexes.all(i, self.indexes.exists_one(j, j.name == i.name))",
+        "message": "each index name is declared once",
+        "fieldPath": ".indexes",
     },
 ]

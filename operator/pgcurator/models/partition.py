@@ -18,6 +18,7 @@ from .common import (
     TableRef,
     check_identifier,
 )
+from .hints import hint
 from .partition_template import (
     ConvertSpec,
     DefaultRows,
@@ -34,7 +35,11 @@ _MAX_N = {
     "month": r"[1-9][0-9]?|1[01][0-9]|120",                                # 1 .. 120
     "year": r"[1-9]|10",                                                   # 1 .. 10
 }
-INTERVAL_PATTERN = "^(" + "|".join(f"({n}) {u}s?" for u, n in _MAX_N.items()) + ")$"
+INTERVAL_PATTERN = hint(
+    "^(" + "|".join(f"({n}) {u}s?" for u, n in _MAX_N.items()) + ")$",
+    "an interval such as '1 month' or '7 days': '<n> hour|day|week|month|year', at most about ten years "
+    "(9999 hours, 3660 days, 522 weeks, 120 months, 10 years)",
+)
 # Days one unit may span at most: bounds how far premake and retention reach.
 _UNIT_DAYS = {"hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
 # The newest premade partition ends at most this far ahead, and retention reaches at most this far
@@ -75,6 +80,7 @@ class RangeSpec(StrictModel):
     column: Identifier = Field(description="Partition key column: timestamptz, timestamp, date, or an integer type.")
     interval: str | None = Field(
         default=None,
+        max_length=32,
         pattern=INTERVAL_PATTERN,
         description="Width of each partition for a time column: '<n> hour|day|week|month|year' (e.g. '1 month'), "
         "at most about ten years; premake partitions of it reach at most 200 years ahead, retention.keep at most "
@@ -215,6 +221,7 @@ class SubpartitionSpec(StrictModel):
     range: RangeSpec | None = Field(default=None, description="For strategy range (premake applies per parent).")
     only: list[Identifier] | None = Field(
         default=None,
+        max_length=1000,  # at most as many as list partitions; bounded so the CRD can check each name
         description="Only these first-level partitions (list partition names) are sub-partitioned; default all.",
     )
 

@@ -4,10 +4,12 @@ options (DEFAULT-row moves, conversion of a plain table)."""
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
+from .hints import hint
 
 # A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
 # names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
@@ -22,8 +24,16 @@ def check_suffix_name(v: str, field: str) -> str:
 
 
 
+BATCH_MEMORY_PATTERN = hint(r"^[1-9][0-9]*(Ki|Mi|Gi)$", "a memory quantity such as '64Mi' or '1Gi' (Ki, Mi or Gi)")
 STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(toast\.)?autovacuum_[a-z_]+|" \
     r"(toast\.)?vacuum_truncate|(toast\.)?vacuum_index_cleanup|user_catalog_table)$"
+
+
+TABLE_PARAM_VALUE = hint(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$",
+                         "a number or a boolean (true, false, on, off, auto), e.g. '90' or '0.01'")
+# The value's pattern is in the CRD; the names are checked by the model only (a CRD schema cannot
+# constrain map keys, and a CEL rule over keys of unbounded length exceeds the cost budget).
+TableParamValue = Annotated[str, Field(max_length=64, pattern=TABLE_PARAM_VALUE)]
 
 
 class TemplateIndex(StrictModel):
@@ -58,13 +68,14 @@ class PartitionTemplate(StrictModel):
     """What every partition the operator creates gets; partitions it did not create are checked and any
     difference is reported as drift on the status."""
 
-    storage_parameters: dict[str, str] = Field(
+    storage_parameters: dict[str, TableParamValue] = Field(
         default_factory=dict,
         alias="storageParameters",
+        max_length=64,
         description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
     )
     tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
-    indexes: list[TemplateIndex] = Field(default_factory=list, description="Per-partition indexes.")
+    indexes: list[TemplateIndex] = Field(default_factory=list, max_length=100, description="Per-partition indexes.")
 
     @field_validator("storage_parameters")
     @classmethod
@@ -72,7 +83,7 @@ class PartitionTemplate(StrictModel):
         for key, value in v.items():
             if not re.fullmatch(STORAGE_PARAMETER_PATTERN, key):
                 raise ValueError(f"storage parameter {key!r} is not a table storage parameter pgcurator sets")
-            if not re.fullmatch(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$", str(value)):
+            if not re.fullmatch(TABLE_PARAM_VALUE, str(value)):
                 raise ValueError(f"storage parameter {key}={value!r}: value must be a number or a boolean")
         return v
 
@@ -82,7 +93,7 @@ class ConvertSpec(StrictModel):
 
     enabled: bool = Field(description="Explicit opt-in: the table is converted only when true.")
     batch_memory: str = Field(
-        default="64Mi", alias="batchMemory", pattern=r"^[1-9][0-9]*(Ki|Mi|Gi)$",
+        default="64Mi", alias="batchMemory", pattern=BATCH_MEMORY_PATTERN,
         description="Memory budget for one copy batch; the batch row count is derived from the average row width.",
     )
     drop_original: bool = Field(

@@ -9,17 +9,26 @@ from typing import Annotated, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import K8S_NAME_PATTERN, CommonSpec, Duration, StrictModel, parse_duration
+from .common import K8S_NAME_PATTERN, CommonSpec, Duration, StrictModel, cel_rule, parse_duration
+from .hints import hint
 
 # RFC 1123 host name, optionally with one leading wildcard label (as cert-manager accepts).
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-DNS_NAME_PATTERN = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$"
+DNS_NAME_PATTERN = hint(
+    rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$",
+    "a DNS name (lower-case labels of letters, digits and '-', separated by dots, optionally starting with "
+    "'*.'), e.g. 'pg.example.com' or '*.db.svc'",
+)
 
 # Paths the operator puts into SQL literals and shell words (sql mode): a conservative set.
-SAFE_PATH_PATTERN = r"^[A-Za-z0-9._/-]+$"
+SAFE_PATH_PATTERN = hint(
+    r"^[A-Za-z0-9._/-]+$", "a file path of letters, digits, '.', '_', '-' and '/', e.g. '/var/lib/pg/tls/tls.crt'"
+)
 
 K8sName = Annotated[str, Field(max_length=253, pattern=K8S_NAME_PATTERN)]
 DnsName = Annotated[str, Field(max_length=253, pattern=DNS_NAME_PATTERN)]
+IpText = Annotated[str, Field(max_length=64, json_schema_extra=cel_rule(
+    "isIP(self)", "must be an IP address such as 10.0.0.5 or fd00::5 (no prefix length)"))]
 
 
 def check_dns_name(name: str) -> str:
@@ -101,12 +110,12 @@ class OwnedCertificate(StrictModel):
     def _durations(self) -> Self:
         duration, renew = parse_duration(self.duration), parse_duration(self.renew_before)
         if duration < 3600:
-            raise ValueError(f"certificate.duration {self.duration} is shorter than cert-manager's minimum of 1h")
+            raise ValueError(f"duration {self.duration} is shorter than cert-manager's minimum of 1h")
         if renew < 300:
-            raise ValueError(f"certificate.renewBefore {self.renew_before} is shorter than cert-manager's minimum of 5m")
+            raise ValueError(f"renewBefore {self.renew_before} is shorter than cert-manager's minimum of 5m")
         if renew >= duration:
             raise ValueError(
-                f"certificate.renewBefore ({self.renew_before}) must be shorter than certificate.duration "
+                f"renewBefore ({self.renew_before}) must be shorter than duration "
                 f"({self.duration}): the certificate would be renewed as soon as it is issued"
             )
         return self
@@ -189,7 +198,7 @@ class DbTlsCertSpec(CommonSpec):
         default_factory=list, alias="dnsNames", max_length=100,
         description="Names the certificate must cover (and, when owned, is requested for).",
     )
-    ip_addresses: list[str] = Field(
+    ip_addresses: list[IpText] = Field(
         default_factory=list, alias="ipAddresses", max_length=100,
         description="IP addresses the certificate must cover (and, when owned, is requested for).",
     )
@@ -250,7 +259,32 @@ class DbTlsCertSpec(CommonSpec):
         return self.secret_name
 
 
+_DURATION = "duration(has(self.certificate.duration) ? self.certificate.duration : '2160h')"
+_RENEW = "duration(has(self.certificate.renewBefore) ? self.certificate.renewBefore : '720h')"
+
 DB_TLS_CERT_CEL = [
+    # OwnedCertificate._durations and the names rule, for the API server.
+    {
+        "rule": f"!has(self.certificate) || {_DURATION} >= duration('1h')",
+        "message": "certificate.duration must be at least 1h (cert-manager's minimum), e.g. '2160h'",
+        "fieldPath": ".certificate.duration",
+    },
+    {
+        "rule": f"!has(self.certificate) || {_RENEW} >= duration('5m')",
+        "message": "certificate.renewBefore must be at least 5m (cert-manager's minimum), e.g. '720h'",
+        "fieldPath": ".certificate.renewBefore",
+    },
+    {
+        "rule": f"!has(self.certificate) || {_RENEW} < {_DURATION}",
+        "message": "certificate.renewBefore must be shorter than certificate.duration, e.g. duration '2160h' "
+        "with renewBefore '720h'",
+        "fieldPath": ".certificate.renewBefore",
+    },
+    {
+        "rule": "!has(self.certificate) || (has(self.dnsNames) && size(self.dnsNames) > 0) || "
+        "(has(self.ipAddresses) && size(self.ipAddresses) > 0) || has(self.certificate.commonName)",
+        "message": "an owned certificate needs dnsNames, ipAddresses or certificate.commonName",
+    },
     {
         "rule": "has(self.certificate) != has(self.secretName)",
         "message": "set exactly one of certificate (owned Certificate) or secretName (follow a Secret)",

@@ -11,18 +11,23 @@ from pydantic import Field, WithJsonSchema, field_validator, model_validator
 from ..errors import PlanError, SpecError
 from ..sql.expressions import validate_predicate
 from .common import (
+    AT_LEAST_1S,
     CommonSpec,
     Duration,
     Identifier,
     Schedule,
     StrictModel,
     TableRef,
+    cel_rule,
     check_identifier,
     parse_duration,
 )
-from .pgvector import MAX_INDEX_DIMENSIONS, MAX_TYPE_DIMENSIONS, select_opclass
+from .hints import hint
+from .pgvector import MAX_INDEX_DIMENSIONS, MAX_TYPE_DIMENSIONS, OPCLASSES, select_opclass
 
-QUANTITY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+QUANTITY_PATTERN = hint(
+    r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$", "a memory quantity such as '512Mi' or '1Gi' (units Ki, Mi, Gi, Ti, k, M, G, T)"
+)
 _QUANTITY_UNITS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
@@ -88,6 +93,10 @@ ListsValue = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer", "minimum": 1, "maximum": 32768}, {"type": "string", "enum": ["auto"]}],
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == int ? (self >= 1 && self <= 32768) : self == 'auto'",
+                "message": "must be a number of lists from 1 to 32768, or 'auto', e.g. 100",
+            }],
             "description": "Number of inverted lists (1-32768), or `auto`: rows/1000 up to 1M rows, sqrt(rows) "
             "above (pgvector's guidance), computed from the table when the index is built.",
         }
@@ -114,6 +123,10 @@ class BuildSettingsSpec(StrictModel):
     memory_budget: str = Field(
         default="1Gi",
         alias="memoryBudget",
+        json_schema_extra=cel_rule(
+            "quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0",
+            "must be between 1Mi and 1Ti, e.g. '1Gi'",
+        ),
         pattern=QUANTITY_PATTERN,
         description="Memory the build may use on the server (maintenance_work_mem plus parallel workers), as a "
         "Kubernetes quantity (e.g. 512Mi, 1Gi). The operator sizes maintenance_work_mem and the worker count "
@@ -186,7 +199,8 @@ class RecallSpec(StrictModel):
         description="hnsw.ef_search (HNSW) or ivfflat.probes (IVFFlat) values to measure. Default: "
         "10,20,40,80,160,320 for HNSW; 1,2,4,... up to lists for IVFFlat.",
     )
-    interval: Duration = Field(default="6h", description="How often recall is measured again without a rebuild.")
+    interval: Duration = Field(default="6h", description="How often recall is measured again without a rebuild.",
+                               json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s, e.g. '6h'"))
     sample_filter: str | None = Field(
         default=None,
         alias="sampleFilter",
@@ -223,7 +237,7 @@ class RecallSpec(StrictModel):
         try:
             return validate_predicate(v)
         except SpecError as exc:
-            raise ValueError(f"sampleFilter: {exc.message}") from None
+            raise ValueError(exc.message) from None  # the location already names the field
 
 
 class VectorIndexSpec(CommonSpec):
@@ -269,7 +283,7 @@ class VectorIndexSpec(CommonSpec):
         try:
             return validate_predicate(v)
         except SpecError as exc:
-            raise ValueError(f"where: {exc.message}") from None
+            raise ValueError(exc.message) from None  # the location already names the field
 
     @model_validator(mode="after")
     def _rules(self) -> VectorIndexSpec:
@@ -288,7 +302,28 @@ class VectorIndexSpec(CommonSpec):
         return self.ivfflat or IvfflatParams()
 
 
+def _type_rules() -> list[dict[str, str]]:
+    """pgvector's dimension limits and operator classes (pgvector.py) as CEL: one table, two checkers."""
+    rules = [{
+        "rule": f"self.type != '{t}' || self.dimensions <= {limit}",
+        "message": f"{t} indexes hold at most {limit} dimensions",
+        "fieldPath": ".dimensions",
+    } for t, limit in MAX_INDEX_DIMENSIONS.items()]
+    for t in ElementType:
+        fits = sorted(m for (ty, m) in OPCLASSES if ty == t.value)
+        rules.append({"rule": f"self.type != '{t.value}' || self.metric in {fits!r}".replace('"', "'"),
+                      "message": f"metric does not apply to {t.value}; {t.value} supports {', '.join(fits)}",
+                      "fieldPath": ".metric"})
+    ivf = sorted(f"{t}/{m}" for (t, m), (_, methods) in OPCLASSES.items() if "ivfflat" in methods)
+    rules.append({"rule": f"!has(self.method) || self.method != 'ivfflat' || (self.type + '/' + self.metric) in "
+                  f"{ivf!r}".replace('"', "'"),
+                  "message": "ivfflat cannot index this type with this metric; use method hnsw",
+                  "fieldPath": ".method"})
+    return rules
+
+
 VECTOR_INDEX_CEL: list[dict[str, str]] = [
+    *_type_rules(),
     {
         "rule": "!has(self.hnsw) || !has(self.hnsw.m) || !has(self.hnsw.efConstruction) || "
         "self.hnsw.efConstruction >= 2 * self.hnsw.m",

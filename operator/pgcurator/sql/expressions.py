@@ -168,7 +168,7 @@ def _parse_one_expression(text: str, what: str) -> ast.Node:
     try:
         tokens = scan(text)
     except ParseError as exc:
-        raise SpecError(f"{what} {text!r} is not valid SQL: {exc}") from None
+        raise SpecError(f"{what} {text!r} is not valid SQL: {_parse_error(exc, text, 0)}") from None
     depth = 0
     for token in tokens:
         # Parentheses must balance within the fragment itself: `true) OR (1=1` only parses
@@ -184,11 +184,11 @@ def _parse_one_expression(text: str, what: str) -> ast.Node:
     if depth != 0:
         raise SpecError(f"{what} {text!r} leaves a parenthesis open")
     # A newline before the closing parenthesis so nothing in `text` can swallow it.
-    wrapped = f"SELECT 1 WHERE (\n{text}\n)"
+    wrapped = f"{_WRAP_HEAD}{text}\n)"
     try:
         statements = parse_sql(wrapped)
     except ParseError as exc:
-        raise SpecError(f"{what} {text!r} is not a valid SQL expression: {exc}") from None
+        raise SpecError(f"{what} {text!r} is not a valid SQL expression: {_parse_error(exc, text, len(_WRAP_HEAD))}") from None
     if len(statements) != 1:
         raise SpecError(f"{what} {text!r} must be a single expression, not several statements")
     stmt = statements[0].stmt
@@ -207,6 +207,21 @@ def _parse_one_expression(text: str, what: str) -> ast.Node:
     if extra or len(targets) != 1 or stmt.op != 0:
         raise SpecError(f"{what} {text!r} must be a single expression, it changes the statement around it")
     return stmt.whereClause
+
+
+_WRAP_HEAD = "SELECT 1 WHERE (\n"
+
+
+def _parse_error(exc: ParseError, text: str, head: int) -> str:
+    """The parser's message with its position counted in what the user wrote (1-based, as psql
+    counts), not in the wrapper around it."""
+    message, position = (*exc.args, None)[:2] if exc.args else (str(exc), None)
+    if not isinstance(position, int):
+        return str(message)
+    where = position - head + 1  # pglast counts from 0
+    if where < 1 or where > len(text):
+        return f"{message}, at the end of the expression"
+    return f"{message}, at character {where}"
 
 
 def _children(node: ast.Node) -> Iterator[Any]:

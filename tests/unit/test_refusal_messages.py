@@ -1,0 +1,98 @@
+"""Refusals a person can act on (issue 13): each names the field, says what was wrong and gives an
+example of what is accepted; no raw regular expression, no doubled `spec.spec` prefix, and SQL
+positions counted in what the user wrote."""
+
+from __future__ import annotations
+
+import re
+
+import pydantic
+import pytest
+
+from pgcurator.engine import format_validation_error
+from pgcurator.errors import SpecError
+from pgcurator.kinds import ALL_KINDS
+from pgcurator.sql.expressions import validate_predicate
+
+from ..reliability.hostile import corpus
+from ..reliability.hostile_specs import EXTRA, merged
+
+MODELS = {h.kind: h.model for h in ALL_KINDS}
+
+
+def refusal(kind: str, patch: dict[str, object]) -> str:
+    with pytest.raises(pydantic.ValidationError) as info:
+        MODELS[kind].model_validate(merged(kind, patch))
+    return format_validation_error(info.value)
+
+
+def test_no_refusal_shows_a_regular_expression_or_a_doubled_prefix() -> None:
+    seen = 0
+    for case, kind, patch in [*corpus(), *EXTRA]:
+        try:
+            MODELS[kind].model_validate(merged(kind, patch))
+        except pydantic.ValidationError as exc:
+            message = format_validation_error(exc)
+        else:
+            continue
+        seen += 1
+        assert "should match" not in message and "^" not in message, (case, message)
+        assert "spec.spec" not in message, (case, message)
+        for part in message.split("; "):
+            field, _, rest = part.partition(": ")
+            last = field.rsplit(".", 1)[-1]
+            assert not re.match(rf"{re.escape(last)}\b", rest) or last == "spec", (case, part)
+        assert re.match(r"spec[.:\[]", message), (case, message)
+    assert seen > 300
+
+
+@pytest.mark.parametrize(("kind", "patch", "expected"), [
+    ("PartitionPolicy", {"range": {"column": "server_timestamp", "interval": "9999 years"}},
+     "spec.range.interval: '9999 years' is not an interval such as '1 month' or '7 days'"),
+    ("PartitionPolicy", {"table": {"name": "a.b"}}, "spec.table.name: 'a.b' is not a name pgcurator accepts"),
+    ("PartitionPolicy", {"database": {"secretName": "Bad_Name"}},
+     "spec.database.secretName: 'Bad_Name' is not a Kubernetes object name"),
+    ("DbTlsCert", {"dnsNames": ["Bad_Name"]}, "spec.dnsNames.0: 'Bad_Name' is not a DNS name"),
+    ("VectorIndex", {"build": {"memoryBudget": "lots"}},
+     "spec.build.memoryBudget: 'lots' is not a memory quantity such as '512Mi'"),
+    ("PartitionPolicy", {"timeouts": {"lockTimeout": "forever"}},
+     "spec.timeouts.lockTimeout: 'forever' is not a duration such as '30s'"),
+])
+def test_pattern_refusals_are_plain_words_with_an_example(kind: str, patch: dict[str, object], expected: str) -> None:
+    message = refusal(kind, patch)
+    assert expected in message, message
+    assert "e.g." in message or "such as" in message
+
+
+def test_a_rule_over_the_whole_spec_is_prefixed_once() -> None:
+    message = refusal("VectorIndex", {"type": "halfvec", "dimensions": 4001})
+    assert message.startswith("spec: "), message
+    assert "halfvec indexes hold at most 4000 dimensions" in message
+    assert "Value error" not in message
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("foo bar baz", "at or near \"bar\", at character 5"),
+    ("a = = 1", "at or near \"=\", at character 5"),
+    ("a = 1 +", "at the end of the expression"),
+])
+def test_expression_errors_count_positions_in_what_the_user_wrote(text: str, where: str) -> None:
+    with pytest.raises(SpecError) as info:
+        validate_predicate(text)
+    assert where in info.value.message, info.value.message
+    assert "at index" not in info.value.message
+
+
+def test_scanner_errors_count_positions_in_what_the_user_wrote_too() -> None:
+    with pytest.raises(SpecError) as info:
+        validate_predicate("a = 'unterminated")
+    assert "at index" not in info.value.message and "at character" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"where": "random() > 0.5"}, "spec.where: "),
+    ({"recall": {"sampleFilter": "random() > 0.5"}}, "spec.recall.sampleFilter: "),
+])
+def test_vector_sql_fields_are_named_once(patch: dict[str, object], field: str) -> None:
+    message = refusal("VectorIndex", patch)
+    assert message.startswith(field) and "where: where" not in message and "sampleFilter: sampleFilter" not in message
