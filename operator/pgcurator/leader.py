@@ -34,6 +34,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from .settings import Settings
+from .timefmt import k8s_micro_time
 
 log = logging.getLogger("pgcurator.leader")
 
@@ -96,10 +97,6 @@ class ElectionConfig:
             raise ValueError("the leader election retry period must be positive")
 
 
-def _micro_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class LeaseApi:
     """The four Lease calls, as plain dicts (no model (de)serialisation), run in threads."""
 
@@ -114,10 +111,8 @@ class LeaseApi:
 
     async def get(self) -> dict[str, Any] | None:
         try:
-            resp = await asyncio.to_thread(
-                self.api.read_namespaced_lease, self.name, self.namespace,
-                _preload_content=False, _request_timeout=self.timeout,
-            )
+            resp = await asyncio.to_thread(self.api.read_namespaced_lease, self.name, self.namespace,
+                                           _preload_content=False, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -127,10 +122,8 @@ class LeaseApi:
     async def create(self, spec: dict[str, Any]) -> dict[str, Any]:
         body: Any = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                      "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
-        resp = await asyncio.to_thread(
-            self.api.create_namespaced_lease, self.namespace, body,
-            _preload_content=False, _request_timeout=self.timeout,
-        )
+        resp = await asyncio.to_thread(self.api.create_namespaced_lease, self.namespace, body,
+                                       _preload_content=False, _request_timeout=self.timeout)
         return self._json(resp)
 
     async def replace(self, lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +131,8 @@ class LeaseApi:
                      "metadata": {"name": self.name, "namespace": self.namespace,
                                   "resourceVersion": lease["metadata"]["resourceVersion"]},
                      "spec": spec}
-        resp = await asyncio.to_thread(
-            self.api.replace_namespaced_lease, self.name, self.namespace, body,
-            _preload_content=False, _request_timeout=self.timeout,
-        )
+        resp = await asyncio.to_thread(self.api.replace_namespaced_lease, self.name, self.namespace, body,
+                                       _preload_content=False, _request_timeout=self.timeout)
         return self._json(resp)
 
 
@@ -278,8 +269,8 @@ class LeaderElector:
         return {
             "holderIdentity": self.config.identity,
             "leaseDurationSeconds": max(1, round(self.config.lease_duration)),
-            "acquireTime": old.get("acquireTime") if same_holder and old.get("acquireTime") else _micro_time(now),
-            "renewTime": _micro_time(now),
+            "acquireTime": old.get("acquireTime") if same_holder and old.get("acquireTime") else k8s_micro_time(now),
+            "renewTime": k8s_micro_time(now),
             "leaseTransitions": int(old.get("leaseTransitions") or 0) + (0 if same_holder or lease is None else 1),
         }
 
@@ -324,7 +315,7 @@ class LeaderElector:
         self._set_leader(False)
         now = datetime.now(UTC)
         spec = dict(self._lease.get("spec") or {})
-        spec.update({"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time(now)})
+        spec.update({"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": k8s_micro_time(now)})
         try:
             await asyncio.wait_for(self.api.replace(self._lease, spec), 5)
             log.info("released the leader Lease %s/%s", self.config.namespace, self.config.name)

@@ -16,6 +16,7 @@ import pydantic
 from ..models.index import IndexPolicySpec
 from ..models.partition import PartitionPolicySpec
 from ..models.vector import VectorIndexSpec, default_index_name
+from ..timefmt import k8s_time_or_none
 
 UNKNOWN_WHO = "unknown (found by fingerprint)"
 
@@ -223,13 +224,9 @@ def who(change: dict[str, Any]) -> str:
     return str(change["session_user_name"]) + (f" ({', '.join(parts)})" if parts else "")
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else None
-
-
 def change_entry(change: dict[str, Any]) -> dict[str, Any]:
     entry = {
-        "id": change["id"], "at": _iso(change.get("changed_at")), "mechanism": change.get("mechanism"),
+        "id": change["id"], "at": k8s_time_or_none(change.get("changed_at")), "mechanism": change.get("mechanism"),
         "command": change.get("command_tag"), "objectType": change.get("object_type"),
         "object": change.get("object_identity"), "who": who(change),
         "confirmedByFingerprint": bool(change.get("confirmed")) and change.get("mechanism") == "event_trigger",
@@ -249,7 +246,7 @@ def change_entry(change: dict[str, Any]) -> dict[str, Any]:
 
 def change_message(change: dict[str, Any], woke: list[str]) -> str:
     what = f"{change.get('command_tag')} {change.get('object_identity') or change.get('object_type') or ''}".strip()
-    msg = f"{what} by {who(change)} at {_iso(change.get('changed_at'))}"
+    msg = f"{what} by {who(change)} at {k8s_time_or_none(change.get('changed_at'))}"
     if woke:
         msg += f"; woke {', '.join(woke)} to repair it"
     return msg

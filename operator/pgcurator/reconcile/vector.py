@@ -24,6 +24,7 @@ from ..planner.vector import (
 from ..planner.vector_memory import fmt_bytes
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .index_claims import INDEX, claim_indexes, conflict_message
 from .outcome import Condition, Event, Outcome, step_event
@@ -147,7 +148,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
         elif previous.get("build"):
             status["build"] = previous["build"]
         if vplan.plan.steps:
-            status["lastRun"] = {"at": datetime.now(UTC).isoformat(), "action": vplan.action,
+            status["lastRun"] = {"at": k8s_time(), "action": vplan.action,
                                  "reasons": vplan.reasons, "steps": [s.kind + " " + s.target for s in vplan.plan.steps]}
         if failed is not None:
             return _finish(Outcome.degraded(failed[0], failed[1], status), status)
