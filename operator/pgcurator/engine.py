@@ -23,6 +23,7 @@ from .db.params import ConnParams
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
 from .kube import Kube
+from .limits import SHOWN_ITEMS
 from .models.common import CommonSpec, parse_duration
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Event, Outcome
@@ -55,7 +56,7 @@ class KindHandler(Generic[S]):
 
 def format_validation_error(exc: pydantic.ValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
+    for err in exc.errors()[:SHOWN_ITEMS]:
         loc = ".".join(str(x) for x in err["loc"]) or "spec"
         parts.append(f"spec.{loc}: {err['msg']}")
     more = len(exc.errors()) - 5

@@ -25,6 +25,7 @@ from .db.pools import PoolRegistry
 from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
 from .errors import CuratorError, SecretProblem
 from .kube import FINALIZER, GROUP, VERSION, Kube
+from .limits import CONDITION_MESSAGE
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile import monitor_listen
 from .reconcile.outcome import Condition, Event, Outcome
@@ -55,7 +56,7 @@ def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation
                 "type": c.type,
                 "status": status,
                 "reason": c.reason,
-                "message": c.message[:2000],
+                "message": c.message[:CONDITION_MESSAGE],
                 "lastTransitionTime": since or now,
                 "observedGeneration": generation,
             }

@@ -13,6 +13,7 @@ from typing import Any
 
 import pydantic
 
+from ..limits import STATUS_TEXT
 from ..models.index import IndexPolicySpec
 from ..models.partition import PartitionPolicySpec
 from ..models.vector import VectorIndexSpec, default_index_name
@@ -232,7 +233,7 @@ def change_entry(change: dict[str, Any]) -> dict[str, Any]:
         "confirmedByFingerprint": bool(change.get("confirmed")) and change.get("mechanism") == "event_trigger",
     }
     if change.get("statement"):
-        entry["statement"] = (redact(change["statement"]) or "")[:300]
+        entry["statement"] = (redact(change["statement"]) or "")[:STATUS_TEXT]
     if change.get("transaction_id") is not None:
         entry["transaction"] = int(change["transaction_id"])
     if change.get("schema_version"):

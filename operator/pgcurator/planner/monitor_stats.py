@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..limits import STATUS_TEXT
 from ..sql.quote import ident
 from ..timefmt import k8s_time_or_none
 from .monitor import redact
@@ -69,7 +70,7 @@ def statement_deltas(previous: dict[tuple[int, int], dict[str, Any]], current: l
         if calls < min_calls or calls <= 0:
             continue
         out.append({"queryId": str(row["queryid"]), "calls": calls, "totalMs": round(total, 2),
-                    "meanMs": round(total / calls, 3), "rows": rows, "query": (redact(row.get("query")) or "")[:300]})
+                    "meanMs": round(total / calls, 3), "rows": rows, "query": (redact(row.get("query")) or "")[:STATUS_TEXT]})
     return out
 
 

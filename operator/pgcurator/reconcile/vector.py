@@ -12,6 +12,7 @@ from ..db.executor import TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import ConflictingManager, owner_of, release_all
 from ..errors import PlanError
+from ..limits import STATUS_NOTES
 from ..models.common import parse_duration
 from ..models.vector import VectorIndexSpec, spec_summary
 from ..planner.vector import (
@@ -124,7 +125,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
             "estimatedRows": obs.estimated_rows,
             "index": _index_status(spec, obs.indexes.get(names.target)),
             "plan": vplan.plan.statements() if (spec.dry_run or spec.suspend) else [],
-            "notes": vplan.plan.notes[:20],
+            "notes": vplan.plan.notes[:STATUS_NOTES],
         }
         if vplan.settings is not None:
             status["buildSettings"] = {

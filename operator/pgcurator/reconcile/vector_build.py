@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from ..db.executor import StepResult, run_plan
+from ..limits import SHOWN_ITEMS
 from ..models.vector import VectorIndexSpec
 from ..planner.vector_memory import (
     BuildSettings,
@@ -109,7 +110,7 @@ def build_status(report: BuildReport, spec: VectorIndexSpec) -> dict[str, Any]:
     if report.attempts:
         out["attempts"] = report.attempts
     if report.notices:
-        out["notices"] = report.notices[:5]
+        out["notices"] = report.notices[:SHOWN_ITEMS]
     return out
 
 
