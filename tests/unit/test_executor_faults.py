@@ -121,7 +121,7 @@ async def test_a_lost_connection_aborts_the_run() -> None:
 
 async def test_table_lock_held_elsewhere_is_lock_busy() -> None:
     conn = FakeConn(lock_free=False)
-    with pytest.raises(LockBusy, match="public.t"):
+    with pytest.raises(LockBusy, match=r"public\.t"):
         async with TableLock(conn, "public", "t"):
             pytest.fail("entered a lock another run holds")
     assert not any("unlock" in s for s in conn.executed)
