@@ -23,6 +23,7 @@ from .db.params import ConnParams
 from .db.pools import CONNECTION_LOST, PoolRegistry, describe_connect_error
 from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
 from .kube import Kube
+from .limits import SHOWN_ITEMS
 from .models.common import CommonSpec, parse_duration
 from .models.hints import describe_mismatch
 from .reconcile.context import ReconcileContext
@@ -56,7 +57,7 @@ class KindHandler(Generic[S]):
 
 def format_validation_error(exc: pydantic.ValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
+    for err in exc.errors()[:SHOWN_ITEMS]:
         # A rule over the whole spec (a model validator) has no location: it is just `spec`.
         loc = ".".join(["spec", *(str(x) for x in err["loc"])])
         msg = err["msg"]
@@ -69,7 +70,7 @@ def format_validation_error(exc: pydantic.ValidationError) -> str:
         if last and msg.startswith((f"{last}: ", f"{last} ")):
             msg = msg[len(last) + 1:].lstrip(": ")  # `spec.x.lists: lists must ...` names the field once
         parts.append(f"{loc}: {msg}")
-    more = len(exc.errors()) - 5
+    more = len(exc.errors()) - SHOWN_ITEMS
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 

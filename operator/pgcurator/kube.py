@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .errors import ApiError, ApiUnavailable
+from .limits import DETAIL_TEXT, EVENT_MESSAGE, STATUS_TEXT
 from .settings import current as current_settings
 
 GROUP = "pgcurator.io"
@@ -63,7 +64,7 @@ def _server_message(exc: ApiException) -> str:
     except (TypeError, ValueError):
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
-    return str(message or exc.reason or "no reason given")[:300]
+    return str(message or exc.reason or "no reason given")[:STATUS_TEXT]
 
 
 def translate(exc: BaseException, what: str) -> ApiUnavailable | ApiError | None:
@@ -75,7 +76,7 @@ def translate(exc: BaseException, what: str) -> ApiUnavailable | ApiError | None
             return ApiUnavailable(text, status=status or None)
         return ApiError(text, status=status, reason=_REASONS.get(status, "ApiRejected"))
     if isinstance(exc, TRANSPORT_ERRORS):
-        return ApiUnavailable(f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__}: {exc})"[:500])
+        return ApiUnavailable(f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__}: {exc})"[:DETAIL_TEXT])
     return None
 
 
@@ -168,7 +169,7 @@ class Kube:
                 resource_version=meta.get("resourceVersion"),
             ),
             reason=reason,
-            message=message[:1024],
+            message=message[:EVENT_MESSAGE],
             type=type_,
             first_timestamp=now,
             last_timestamp=now,

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .lease import LeaseApi, LeaseWatch
 from .settings import Settings
+from .timefmt import k8s_micro_time
 
 log = logging.getLogger("pgcurator.leader")
 
@@ -93,10 +94,6 @@ class ElectionConfig:
             )
         if self.retry_period <= 0:
             raise ValueError("the leader election retry period must be positive")
-
-
-def _micro_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -180,8 +177,8 @@ class LeaderElector:
         return {
             "holderIdentity": self.config.identity,
             "leaseDurationSeconds": max(1, round(self.config.lease_duration)),
-            "acquireTime": old.get("acquireTime") if same_holder and old.get("acquireTime") else _micro_time(now),
-            "renewTime": _micro_time(now),
+            "acquireTime": old.get("acquireTime") if same_holder and old.get("acquireTime") else k8s_micro_time(now),
+            "renewTime": k8s_micro_time(now),
             "leaseTransitions": int(old.get("leaseTransitions") or 0) + (0 if same_holder or lease is None else 1),
         }
 
@@ -242,7 +239,7 @@ class LeaderElector:
                     return  # deleted, or someone else holds it: nothing of ours to release
                 spec = dict(lease.get("spec") or {})
                 spec.update({"holderIdentity": None, "leaseDurationSeconds": 1,
-                             "renewTime": _micro_time(datetime.now(UTC))})
+                             "renewTime": k8s_micro_time(datetime.now(UTC))})
                 try:
                     self._observe(await self.api.replace(lease, spec))
                     return

@@ -23,6 +23,7 @@ from .db.params import ConnParams, params_from_url
 from .db.pools import PoolRegistry
 from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
 from .errors import CuratorError
+from .limits import INPUT_ECHO, STATUS_TEXT
 from .models.common import CommonSpec
 from .reconcile.outcome import Event, Outcome
 from .settings import current as current_settings
@@ -59,7 +60,7 @@ def parse_now(text: str | None) -> datetime | None:
     try:
         now = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise BadInput(f"--now {text[:40]!r} is not an ISO time such as 2026-11-22T10:00:00+00:00") from None
+        raise BadInput(f"--now {text[:INPUT_ECHO]!r} is not an ISO time such as 2026-11-22T10:00:00+00:00") from None
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
@@ -99,7 +100,7 @@ def resource_of(doc: dict[str, Any], handlers: list[KindHandler[Any]]) -> Resour
     by_kind = {h.kind: h for h in handlers}
     if not isinstance(kind, str) or kind not in by_kind:
         known = ", ".join(sorted(by_kind))
-        raise BadInput(f"kind {str(kind)[:40]!r} is not one pgcurator serves ({known})")
+        raise BadInput(f"kind {str(kind)[:INPUT_ECHO]!r} is not one pgcurator serves ({known})")
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name:
@@ -125,7 +126,7 @@ def _progress_line(status: dict[str, Any]) -> str:
         eta = f", about {conv['etaSeconds']} s left" if "etaSeconds" in conv else ""
         return (f"progress: [{bar:<20}] {conv['percent']}% {conv.get('phase', '')} "
                 f"({conv.get('rowsCopied')}/{conv.get('rowsTotal')} rows{eta})")
-    return "progress: " + json.dumps(status, default=str, sort_keys=True)[:300]
+    return "progress: " + json.dumps(status, default=str, sort_keys=True)[:STATUS_TEXT]
 
 
 class Local:

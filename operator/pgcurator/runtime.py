@@ -13,7 +13,6 @@ import base64
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -26,10 +25,12 @@ from .db.pools import PoolRegistry
 from .engine import Engine, KindHandler, Prepare, Surroundings, format_validation_error
 from .errors import CuratorError, SecretProblem
 from .kube import FINALIZER, GROUP, VERSION, Kube
+from .limits import CONDITION_MESSAGE
 from .models.common import CommonSpec, DeletionPolicy
 from .reconcile import monitor_listen
 from .reconcile.outcome import Condition, Event, Outcome
 from .settings import Settings
+from .timefmt import k8s_time
 
 log = logging.getLogger("pgcurator")
 
@@ -39,11 +40,6 @@ Key = tuple[str, str, str]  # plural, namespace, name
 # How long a cancelled task may take to clean up (advisory unlock, connection release) before it
 # is cancelled again.
 CANCEL_GRACE = 30.0
-
-
-def k8s_time(at: datetime | None = None) -> str:
-    """A Kubernetes `Time` (RFC 3339, seconds, Z)."""
-    return (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation: int) -> list[dict[str, Any]]:
@@ -60,7 +56,7 @@ def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation
                 "type": c.type,
                 "status": status,
                 "reason": c.reason,
-                "message": c.message[:2000],
+                "message": c.message[:CONDITION_MESSAGE],
                 "lastTransitionTime": since or now,
                 "observedGeneration": generation,
             }

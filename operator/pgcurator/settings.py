@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CuratorError
+from .limits import INPUT_ECHO
 
 
 class SettingsError(CuratorError):
@@ -129,7 +130,7 @@ def _default(field_name: str) -> Any:
 
 
 def _parse(name: str, raw: str, type_: Any, default: Any) -> Any:
-    shown = raw if len(raw) <= 40 else raw[:40] + "..."
+    shown = raw if len(raw) <= INPUT_ECHO else raw[:INPUT_ECHO] + "..."
     if type_ == "float":
         try:
             value = float(raw)

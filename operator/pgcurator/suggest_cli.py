@@ -25,6 +25,7 @@ from .catalog.advice import Statement
 from .db.params import params_from_url
 from .db.pools import PoolRegistry
 from .errors import CuratorError
+from .limits import K8S_NAME
 from .models.index import IndexPolicySpec
 from .reconcile.advice import AdviceOptions, AdviceReport, Suggestion, advise
 
@@ -133,7 +134,7 @@ def render(report: AdviceReport, secret_name: str) -> str:
         spec = {"database": {"secretName": secret_name}, "table": {"schema": schema, "name": table},
                 "indexes": [_decl(s) for s in items]}
         IndexPolicySpec.model_validate(spec)  # what we print, the operator accepts
-        name = re.sub(r"[^a-z0-9-]+", "-", f"{table}-indexes".lower()).strip("-")[:63]
+        name = re.sub(r"[^a-z0-9-]+", "-", f"{table}-indexes".lower()).strip("-")[:K8S_NAME]
         body = yaml.safe_dump({"apiVersion": API_VERSION, "kind": "IndexPolicy", "metadata": {"name": name},
                                "spec": spec}, sort_keys=False)
         notes = []

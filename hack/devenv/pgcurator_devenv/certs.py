@@ -43,21 +43,56 @@ def new_key(algorithm: str = "ECDSA") -> Key:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def build_cert(
+    subject: x509.Name,
+    key: Key,
+    issuer: Issued | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    *,
+    ca: bool | None = None,
+    usages: Sequence[x509.ObjectIdentifier] = (),
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
+    key_ids: bool = False,
+) -> x509.Certificate:
+    """The dev environment's one X.509 builder: `key`'s certificate, signed by `issuer` (self-signed
+    when None). `ca` None writes neither BasicConstraints nor KeyUsage (a bare leaf, as the TLS
+    tests' servers use); True/False writes both, critical. `key_ids` adds the subject and
+    authority key identifiers (the control plane's PKI: Go's verifier chains on them)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_after)
+    )
+    if ca is not None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False), critical=True)
+    if key_ids:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        if issuer is not None:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+            builder = builder.add_extension(aki, critical=False)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer.key if issuer else key, hashes.SHA256())
+
+
 def make_ca(name: str = "pgcurator test CA", days: int = 3650) -> Issued:
     key = new_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = build_cert(subject, key, None, now - dt.timedelta(minutes=5), now + dt.timedelta(days=days), ca=True)
     return Issued(cert, key)
 
 
@@ -75,20 +110,8 @@ def issue(
     key = key or new_key(algorithm)
     start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0] if dns_names else "server")])
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.cert.subject if ca else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + lifetime)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca.key if ca else key, hashes.SHA256())
+    cert = build_cert(subject, key, ca, start, start + lifetime, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+                      dns_names=dns_names, ip_addresses=ip_addresses)
     return Issued(cert, key)
 
 

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import datetime as dt
 import http.client
-import ipaddress
 import json
 import os
 import shutil
@@ -37,11 +36,11 @@ from typing import IO, Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .certs import Issued, build_cert
 from .ports import free_port
 
 __all__ = [
@@ -124,68 +123,8 @@ class KubectlError(subprocess.CalledProcessError):
 # --------------------------------------------------------------------------- certificates
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _issue(
-    subject: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    issuer: x509.Certificate | None,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    *,
-    is_ca: bool = False,
-    server_names: tuple[list[str], list[str]] | None = None,
-    usages: list[x509.ObjectIdentifier] | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer is not None else subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=3650 if is_ca else 365))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=is_ca,
-                crl_sign=is_ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if issuer is not None:
-        issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
-        )
-    if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    if server_names is not None:
-        dns_names, ips = server_names
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+def _cn(name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
 
 
 class _Pki:
@@ -204,57 +143,31 @@ class _Pki:
         self.sa_pub = directory / "sa.pub"
 
     def generate(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        start, ca_end, leaf_end = now - dt.timedelta(hours=1), now + dt.timedelta(days=3650), now + dt.timedelta(days=365)
         ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = _issue(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pgcurator-devenv-ca")]),
-            ca_key.public_key(),
-            None,
-            ca_key,
-            is_ca=True,
-        )
-
+        ca = Issued(build_cert(_cn("pgcurator-devenv-ca"), ca_key, None, start, ca_end, ca=True, key_ids=True), ca_key)
         serving_key = ec.generate_private_key(ec.SECP256R1())
-        serving = _issue(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-            serving_key.public_key(),
-            ca,
-            ca_key,
-            server_names=(
-                [
-                    "localhost",
-                    "kubernetes",
-                    "kubernetes.default",
-                    "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local",
-                ],
-                ["127.0.0.1", "::1", _KUBERNETES_SERVICE_IP],
-            ),
+        serving = Issued(build_cert(
+            _cn("kube-apiserver"), serving_key, ca, start, leaf_end, ca=False, key_ids=True,
             usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        )
-
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                       "kubernetes.default.svc.cluster.local"],
+            ip_addresses=["127.0.0.1", "::1", _KUBERNETES_SERVICE_IP],
+        ), serving_key)
         admin_key = ec.generate_private_key(ec.SECP256R1())
-        admin = _issue(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "pgcurator-admin"),
-                ]
-            ),
-            admin_key.public_key(),
-            ca,
-            ca_key,
-            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-        )
-
+        admin_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                                x509.NameAttribute(NameOID.COMMON_NAME, "pgcurator-admin")])
+        admin = Issued(build_cert(admin_name, admin_key, ca, start, leaf_end, ca=False, key_ids=True,
+                                  usages=[ExtendedKeyUsageOID.CLIENT_AUTH]), admin_key)
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-        self._write(self.ca_key, _pem_key(ca_key), private=True)
-        self._write(self.ca_crt, _pem_cert(ca))
-        self._write(self.serving_key, _pem_key(serving_key), private=True)
-        self._write(self.serving_crt, _pem_cert(serving))
-        self._write(self.admin_key, _pem_key(admin_key), private=True)
-        self._write(self.admin_crt, _pem_cert(admin))
-        self._write(self.sa_key, _pem_key(sa_key), private=True)
+        for issued, crt, key in ((ca, self.ca_crt, self.ca_key), (serving, self.serving_crt, self.serving_key),
+                                 (admin, self.admin_crt, self.admin_key)):
+            self._write(key, issued.key_pem(pkcs8=True), private=True)
+            self._write(crt, issued.cert_pem)
+        self._write(self.sa_key, sa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()), private=True)
         self._write(
             self.sa_pub,
             sa_key.public_key().public_bytes(

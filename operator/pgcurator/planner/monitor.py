@@ -13,9 +13,11 @@ from typing import Any
 
 import pydantic
 
+from ..limits import STATUS_TEXT
 from ..models.index import IndexPolicySpec
 from ..models.partition import PartitionPolicySpec
 from ..models.vector import VectorIndexSpec, default_index_name
+from ..timefmt import k8s_time_or_none
 
 UNKNOWN_WHO = "unknown (found by fingerprint)"
 
@@ -223,19 +225,15 @@ def who(change: dict[str, Any]) -> str:
     return str(change["session_user_name"]) + (f" ({', '.join(parts)})" if parts else "")
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else None
-
-
 def change_entry(change: dict[str, Any]) -> dict[str, Any]:
     entry = {
-        "id": change["id"], "at": _iso(change.get("changed_at")), "mechanism": change.get("mechanism"),
+        "id": change["id"], "at": k8s_time_or_none(change.get("changed_at")), "mechanism": change.get("mechanism"),
         "command": change.get("command_tag"), "objectType": change.get("object_type"),
         "object": change.get("object_identity"), "who": who(change),
         "confirmedByFingerprint": bool(change.get("confirmed")) and change.get("mechanism") == "event_trigger",
     }
     if change.get("statement"):
-        entry["statement"] = (redact(change["statement"]) or "")[:300]
+        entry["statement"] = (redact(change["statement"]) or "")[:STATUS_TEXT]
     if change.get("transaction_id") is not None:
         entry["transaction"] = int(change["transaction_id"])
     if change.get("schema_version"):
@@ -249,7 +247,7 @@ def change_entry(change: dict[str, Any]) -> dict[str, Any]:
 
 def change_message(change: dict[str, Any], woke: list[str]) -> str:
     what = f"{change.get('command_tag')} {change.get('object_identity') or change.get('object_type') or ''}".strip()
-    msg = f"{what} by {who(change)} at {_iso(change.get('changed_at'))}"
+    msg = f"{what} by {who(change)} at {k8s_time_or_none(change.get('changed_at'))}"
     if woke:
         msg += f"; woke {', '.join(woke)} to repair it"
     return msg

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..limits import STATUS_TEXT
 from ..sql.quote import ident
+from ..timefmt import k8s_time_or_none
 from .monitor import redact
 
 # Growth needs a baseline at least this old, or the rate is noise.
@@ -42,7 +44,7 @@ def table_entry(row: dict[str, Any], growth: int | None) -> dict[str, Any]:
         "indexScanRatio": round((row.get("idx_scan") or 0) / scans, 4) if scans else None,
         "heapHitRatio": ratio(row.get("heap_hit"), row.get("heap_read")),
         "indexHitRatio": ratio(row.get("idx_hit"), row.get("idx_read")),
-        "lastVacuum": _iso(row.get("last_vacuum")), "lastAnalyze": _iso(row.get("last_analyze")),
+        "lastVacuum": k8s_time_or_none(row.get("last_vacuum")), "lastAnalyze": k8s_time_or_none(row.get("last_analyze")),
     }
 
 
@@ -68,7 +70,7 @@ def statement_deltas(previous: dict[tuple[int, int], dict[str, Any]], current: l
         if calls < min_calls or calls <= 0:
             continue
         out.append({"queryId": str(row["queryid"]), "calls": calls, "totalMs": round(total, 2),
-                    "meanMs": round(total / calls, 3), "rows": rows, "query": (redact(row.get("query")) or "")[:300]})
+                    "meanMs": round(total / calls, 3), "rows": rows, "query": (redact(row.get("query")) or "")[:STATUS_TEXT]})
     return out
 
 
@@ -127,7 +129,3 @@ def trigger_state(abilities: Any, version: str) -> tuple[str, str]:
     if abilities.trigger_version != version:
         return "Outdated", f"the installed event trigger is {abilities.trigger_version!r}, this operator ships {version!r}"
     return "Active", "schema changes are recorded with who and when"
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else None

@@ -28,6 +28,7 @@ from ..catalog.advice import (
     load_workload,
     read_all_stats,
 )
+from ..limits import DETAIL_TEXT, SHOWN_ITEMS, STATUS_TEXT
 from ..planner.advice import Candidate, Proposal, propose
 from ..planner.advice_parse import usages
 from ..sql.quote import ident
@@ -88,7 +89,7 @@ class AdviceReport:
                                                    "table": ".".join(c.table)} for c, by in self.served][:max_items],
                                "failures": [{"table": ".".join(f.candidate.table),
                                              "definition": f.candidate.definition(concurrently=False),
-                                             "error": f.error[:300]} for f in self.failures][:max_items]}
+                                             "error": f.error[:STATUS_TEXT]} for f in self.failures][:max_items]}
         if self.reason:
             out["reason"] = self.reason
         if self.privileges:
@@ -109,8 +110,8 @@ def _item(s: Suggestion) -> dict[str, Any]:
         "estimatedGain": round(s.gain, 3), "why": s.why,
         **({"measuredMsBefore": round(s.measured_before_ms, 3), "measuredMsAfter": round(s.measured_after_ms or 0, 3),
             "sampleOnly": True} if s.measured_before_ms is not None else {}),
-        "statements": [{"queryId": st.query_id, "query": st.query[:500], "calls": st.calls,
-                        "meanMs": round(st.mean_ms, 3), "totalMs": round(st.total_ms, 1)} for st in s.statements[:5]],
+        "statements": [{"queryId": st.query_id, "query": st.query[:DETAIL_TEXT], "calls": st.calls,
+                        "meanMs": round(st.mean_ms, 3), "totalMs": round(st.total_ms, 1)} for st in s.statements[:SHOWN_ITEMS]],
     }
 
 

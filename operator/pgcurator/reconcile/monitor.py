@@ -18,6 +18,7 @@ from ..models.monitor import DatabaseMonitorSpec
 from ..planner.monitor import change_entry, change_events
 from ..planner.monitor_stats import Missing, missing_privileges, trigger_state
 from ..planner.monitor_trigger import TRIGGER_VERSION, install_plan, uninstall_plan
+from ..timefmt import k8s_time_or_none
 from .context import ReconcileContext
 from .monitor_changes import observed_schemas, process_changes
 from .monitor_collect import collect
@@ -58,7 +59,7 @@ async def reconcile_database_monitor(ctx: ReconcileContext, spec: DatabaseMonito
         listen = _listen(ctx, spec, trigger[0] == "Active")
         status["changeDetection"] = {
             "eventTrigger": {"state": trigger[0], "message": trigger[1]},
-            "fingerprint": {"state": "Active", "lastAt": _iso(run.fingerprint_at), "objects": run.objects,
+            "fingerprint": {"state": "Active", "lastAt": k8s_time_or_none(run.fingerprint_at), "objects": run.objects,
                             "interval": spec.changes.fingerprint_interval},
             "listening": listen,
         }
@@ -151,7 +152,3 @@ async def cleanup_database_monitor(ctx: ReconcileContext, spec: DatabaseMonitorS
     if abilities.superuser and abilities.triggers and not others:
         await run_plan(conn, uninstall_plan(), resource=ctx.resource, timeouts=spec.timeouts)
     await store.forget(conn, ctx.resource)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else None

@@ -20,6 +20,7 @@ from ..planner.monitor_stats import (
     table_entry,
     top_statements,
 )
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .monitor_changes import observed_schemas
 
@@ -47,7 +48,7 @@ async def collect(ctx: ReconcileContext, spec: DatabaseMonitorSpec, state: dict[
                                                 now)) for r in rows]
         db = await read_database(conn)
         status["statistics"] = {
-            "takenAt": now.isoformat().replace("+00:00", "Z"),
+            "takenAt": k8s_time(now),
             "tables": len(tables),
             "largest": tables[:stats.status_tables],
             "database": {"sizeBytes": int(db["size_bytes"]), "cacheHitRatio": ratio(db["blks_hit"], db["blks_read"]),
@@ -72,7 +73,7 @@ async def collect(ctx: ReconcileContext, spec: DatabaseMonitorSpec, state: dict[
     if slow.enabled and abilities.pgss_schema is not None:
         current = await read_statements(conn, abilities.pgss_schema, max(STATEMENT_ROWS, 5 * slow.top))
         deltas = statement_deltas(await store.previous_statements(conn, resource), current, slow.min_calls)
-        status["slowStatements"] = {"takenAt": now.isoformat().replace("+00:00", "Z"), **top_statements(deltas, slow.top)}
+        status["slowStatements"] = {"takenAt": k8s_time(now), **top_statements(deltas, slow.top)}
         if write:
             await store.insert_statements(conn, resource, current)
     if write:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..db.executor import StepResult
+from ..limits import SHOWN_ITEMS
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Outcome:
 
 def step_event(sr: StepResult) -> Event:
     """The Event for one step run: every kind reports its DDL the same way."""
-    stmts = "; ".join(s.statement for s in sr.statements[:5]) or "; ".join(sr.step.statements)
+    stmts = "; ".join(s.statement for s in sr.statements[:SHOWN_ITEMS]) or "; ".join(sr.step.statements)
     if sr.outcome == "ok":
         return Event("Normal", "DDLApplied", f"{sr.step.kind} {sr.step.target} in {sr.duration_ms:.0f} ms: {stmts}")
     if sr.outcome == "lock_timeout":

@@ -29,6 +29,7 @@ from ..models.common import parse_duration
 from ..models.tls import DbTlsCertSpec, DeliveryMode
 from ..planner import tls as planner
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from ..tls.handshake import HandshakeError, fetch_served_certificate, verify_full
 from ..tls.validate import CA_KEY, CertInfo, Material, info_of_der, leaf_of_pem, validate_secret
 from .context import ReconcileContext
@@ -48,12 +49,6 @@ class _Pending:
 
 # Per resource uid: when a new certificate was first seen, so delivery time survives requeues.
 _PENDING: dict[str, _Pending] = {}
-
-
-def _iso(t: datetime | float) -> str:
-    if isinstance(t, float):
-        t = datetime.fromtimestamp(t, UTC)
-    return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _decode_secret(raw: dict[str, str]) -> dict[str, bytes]:
@@ -89,11 +84,11 @@ def _expiry(ctx: ReconcileContext, spec: DbTlsCertSpec, served: CertInfo | None,
     left = (served.not_after - now).total_seconds()
     window = parse_duration(spec.expiry_warning)
     if left > window:
-        return Condition("Expiring", False, "NotExpiring", f"served certificate valid until {_iso(served.not_after)}"), None
-    msg = (f"the served certificate (serial {served.serial}) expires at {_iso(served.not_after)}, within "
+        return Condition("Expiring", False, "NotExpiring", f"served certificate valid until {k8s_time(served.not_after)}"), None
+    msg = (f"the served certificate (serial {served.serial}) expires at {k8s_time(served.not_after)}, within "
            f"expiryWarning {spec.expiry_warning}")
     if left <= 0:
-        msg = f"the served certificate (serial {served.serial}) EXPIRED at {_iso(served.not_after)}"
+        msg = f"the served certificate (serial {served.serial}) EXPIRED at {k8s_time(served.not_after)}"
     event = None if _previous_condition(ctx.body, "Expiring") == "True" else Event("Warning", "CertificateExpiring", msg)
     return Condition("Expiring", True, "ExpiresSoon" if left > 0 else "Expired", msg), event
 
@@ -175,7 +170,7 @@ class _Run:
         if served is not None:
             self.status["served"] = {**served.as_status(), "tlsVersion": tls_version}
             self.status["servedFingerprint"], self.status["servedSerial"] = served.fingerprint, served.serial
-            self.status["notAfter"] = _iso(served.not_after)
+            self.status["notAfter"] = k8s_time(served.not_after)
         self.expiring, event = _expiry(self.ctx, self.spec, served, self.now)
         if event is not None:
             await self.ctx.event(event)
@@ -183,14 +178,14 @@ class _Run:
     def record_secret(self, leaf: CertInfo) -> None:
         self.status["secret"] = leaf.as_status()
         self.status["secretFingerprint"], self.status["serial"] = leaf.fingerprint, leaf.serial
-        self.status["notBefore"] = _iso(leaf.not_before)
+        self.status["notBefore"] = k8s_time(leaf.not_before)
 
     def pending_since(self, fingerprint: str) -> float:
         """When the operator first saw this certificate in the Secret (survives requeues)."""
         pending = _PENDING.get(self.uid)
         if pending is None or pending.fingerprint != fingerprint:
             pending = _PENDING[self.uid] = _Pending(fingerprint, time.time())
-        self.status["pendingSince"] = _iso(pending.since)
+        self.status["pendingSince"] = k8s_time(pending.since)
         return pending.since
 
     def finish(self, d: planner.Decision) -> Outcome:
@@ -237,7 +232,7 @@ async def _deliver(run: _Run, material: Material) -> Outcome:
     delivery = planner.plan_delivery(spec, settings, files, seen)
     if delivery is None:
         _PENDING.pop(run.uid, None)
-        return run.finish(planner.in_line(spec, seen, _iso(material.leaf.not_after)))
+        return run.finish(planner.in_line(spec, seen, k8s_time(material.leaf.not_after)))
     since = run.pending_since(material.leaf.fingerprint) if not seen.match else time.time()
     held = planner.held_back(spec, delivery, seen)
     run.status["plan"] = planner.plan_listing(delivery.plan) if held else []
@@ -282,13 +277,13 @@ async def _verify_delivery(run: _Run, material: Material, seen: planner.Observed
     took = time.time() - since
     if not seen.match:
         _PENDING.pop(run.uid, None)
-        run.status["lastRotationTime"] = _iso(time.time())
+        run.status["lastRotationTime"] = k8s_time(time.time())
         run.status["deliverySeconds"] = round(took, 3)
         run.status.pop("pendingSince", None)
         await ctx.event(Event("Normal", "CertificateRotated",
                               f"now serving serial {seen.serial} (was {seen.served_serial or 'none'}); delivered in "
                               f"{took:.1f}s by {spec.delivery.mode.value}, then pg_reload_conf()"))
-    return run.finish(planner.delivered(spec, seen, delivery, took, _iso(material.leaf.not_after)))
+    return run.finish(planner.delivered(spec, seen, delivery, took, k8s_time(material.leaf.not_after)))
 
 
 def _check_names(spec: DbTlsCertSpec, material: Material) -> list[str]:

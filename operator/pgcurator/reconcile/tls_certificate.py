@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CuratorError
+from ..limits import DETAIL_TEXT
 from ..models.tls import DbTlsCertSpec, IssuerKind
 from ..planner import tls as planner
 from .context import ReconcileContext
@@ -49,7 +50,7 @@ async def ensure_certificate(ctx: ReconcileContext, spec: DbTlsCertSpec) -> dict
         "name": name,
         "ready": ready.get("status", "Unknown"),
         "reason": ready.get("reason", ""),
-        "message": str(ready.get("message", ""))[:500],
+        "message": str(ready.get("message", ""))[:DETAIL_TEXT],
         "notAfter": cstatus.get("notAfter"),
         "renewalTime": cstatus.get("renewalTime"),
         "revision": cstatus.get("revision"),

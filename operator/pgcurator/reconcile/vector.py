@@ -12,6 +12,7 @@ from ..db.executor import TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import ConflictingManager, owner_of, release_all
 from ..errors import PlanError
+from ..limits import STATUS_NOTES
 from ..models.common import parse_duration
 from ..models.vector import VectorIndexSpec, spec_summary
 from ..planner.vector import (
@@ -24,6 +25,7 @@ from ..planner.vector import (
 from ..planner.vector_memory import fmt_bytes
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .index_claims import INDEX, claim_indexes, conflict_message
 from .outcome import Condition, Event, Outcome, step_event
@@ -123,7 +125,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
             "estimatedRows": obs.estimated_rows,
             "index": _index_status(spec, obs.indexes.get(names.target)),
             "plan": vplan.plan.statements() if (spec.dry_run or spec.suspend) else [],
-            "notes": vplan.plan.notes[:20],
+            "notes": vplan.plan.notes[:STATUS_NOTES],
         }
         if vplan.settings is not None:
             status["buildSettings"] = {
@@ -147,7 +149,7 @@ async def reconcile_vector_index(ctx: ReconcileContext, spec: VectorIndexSpec) -
         elif previous.get("build"):
             status["build"] = previous["build"]
         if vplan.plan.steps:
-            status["lastRun"] = {"at": datetime.now(UTC).isoformat(), "action": vplan.action,
+            status["lastRun"] = {"at": k8s_time(), "action": vplan.action,
                                  "reasons": vplan.reasons, "steps": [s.kind + " " + s.target for s in vplan.plan.steps]}
         if failed is not None and failed[0] == "WaitingForLock":
             # A swap, rename or drop that could not get its lock waits like a build does.

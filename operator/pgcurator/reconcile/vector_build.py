@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from ..db.executor import StepResult, run_plan
+from ..limits import SHOWN_ITEMS
 from ..models.vector import VectorIndexSpec
 from ..planner.vector_memory import (
     BuildSettings,
@@ -25,6 +26,7 @@ from ..planner.vector_memory import (
 )
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .outcome import Event
 
@@ -72,7 +74,7 @@ def build_status(report: BuildReport, spec: VectorIndexSpec) -> dict[str, Any]:
     s = report.settings
     out: dict[str, Any] = {
         "index": report.index,
-        "startedAt": report.started.isoformat(),
+        "startedAt": k8s_time(report.started),
         "outcome": report.outcome,
         "memoryBudget": fmt_bytes(s.budget),
         "memoryBudgetBytes": s.budget,
@@ -85,7 +87,7 @@ def build_status(report: BuildReport, spec: VectorIndexSpec) -> dict[str, Any]:
         "settingsReason": s.reason,
     }
     if report.finished is not None:
-        out["finishedAt"] = report.finished.isoformat()
+        out["finishedAt"] = k8s_time(report.finished)
         out["durationSeconds"] = round(report.seconds, 2)
     if report.phase is not None:
         out["phase"] = report.phase
@@ -108,7 +110,7 @@ def build_status(report: BuildReport, spec: VectorIndexSpec) -> dict[str, Any]:
     if report.attempts:
         out["attempts"] = report.attempts
     if report.notices:
-        out["notices"] = report.notices[:5]
+        out["notices"] = report.notices[:SHOWN_ITEMS]
     return out
 
 

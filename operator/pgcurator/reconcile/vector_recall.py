@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -18,6 +17,7 @@ from ..models.vector import VectorIndexSpec
 from ..planner.vector_recall import percentile, recall_at_k, recommend, search_parameter, search_values
 from ..sql.quote import ident, literal, qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .outcome import Event, step_event
 
@@ -134,7 +134,7 @@ async def measure_recall(ctx: ReconcileContext, spec: VectorIndexSpec, index_nam
     values = search_values(spec.method.value, r.search_values, lists)
     queries, own = await sample_queries(conn, spec, rows)
     out: dict[str, Any] = {"k": r.k, "queries": len(queries), "targetRecall": r.target_recall, "parameter": param,
-                           "measuredAt": datetime.now(UTC).isoformat(), "excludesQueryRow": True}
+                           "measuredAt": k8s_time(), "excludesQueryRow": True}
     events: list[Event] = []
     if not queries:
         out.update(results=[], met=False, recommended=None, summary="no rows to sample queries from")

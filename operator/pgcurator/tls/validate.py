@@ -21,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from ..timefmt import k8s_time
 from .verify import key_description, names_problem, structure_problem, verify_chain
 
 # One PEM block. Only plain base64 bodies: encrypted keys carry "Proc-Type:" headers, and
@@ -56,8 +57,8 @@ class CertInfo:
         return {
             "fingerprint": self.fingerprint,
             "serial": self.serial,
-            "notBefore": _iso(self.not_before),
-            "notAfter": _iso(self.not_after),
+            "notBefore": k8s_time(self.not_before),
+            "notAfter": k8s_time(self.not_after),
             "subject": self.subject,
             "issuer": self.issuer,
         }
@@ -85,10 +86,6 @@ class Validation:
 
     def summary(self) -> str:
         return "; ".join(p.message for p in self.problems)
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def fingerprint(der: bytes) -> str:

@@ -40,6 +40,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from ..timefmt import k8s_time
+
 MIN_RSA_BITS = 2048  # OpenSSL security level 2 (Debian's default): 112-bit security
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 WEAK_HASHES = (hashes.SHA1, hashes.MD5)
@@ -237,9 +239,9 @@ def _cert_problem(cert: x509.Certificate, index: int, below: int, where: str, ro
 def _common_problem(cert: x509.Certificate, index: int, who: str, now: datetime) -> ChainProblem | None:
     """Rules for every certificate of the chain: validity, key, signature, critical extensions."""
     if now < cert.not_valid_before_utc:
-        return ChainProblem("NotYetValid", f"{who} is not valid before {_iso(cert.not_valid_before_utc)}")
+        return ChainProblem("NotYetValid", f"{who} is not valid before {k8s_time(cert.not_valid_before_utc)}")
     if now >= cert.not_valid_after_utc:
-        return ChainProblem("Expired", f"{who} expired at {_iso(cert.not_valid_after_utc)}")
+        return ChainProblem("Expired", f"{who} expired at {k8s_time(cert.not_valid_after_utc)}")
     weak = _key_problem(cert, who)
     if weak is not None:
         return weak
@@ -378,7 +380,3 @@ def _no_issuer(cert: x509.Certificate, named: bool, no_ca: bool, self_signed: bo
     return ChainProblem("UntrustedChain", f"the chain stops at {name_of(cert)!r}: neither tls.crt nor ca.crt holds "
                         f"{issuer_name!r}, which issued it; tls.crt must hold the intermediates and ca.crt the "
                         "root CA (self-signed) clients trust")
-
-
-def _iso(t: datetime) -> str:
-    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
