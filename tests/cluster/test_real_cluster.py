@@ -36,9 +36,9 @@ pytestmark = pytest.mark.cluster
 DATA_NS = "pgc-data"
 CHART = str(REPO / "charts" / "pgcurator")
 KINDS = {"PartitionPolicy": "partitionpolicies", "IndexPolicy": "indexpolicies",
-         "VectorIndex": "vectorindexes", "DbTlsCert": "dbtlscerts"}
+         "VectorIndex": "vectorindexes", "DbTlsCert": "dbtlscerts", "DatabaseMonitor": "databasemonitors"}
 NAMES = {"PartitionPolicy": "event-logs", "IndexPolicy": "articles", "VectorIndex": "knowledge-chunks",
-         "DbTlsCert": "postgres"}
+         "DbTlsCert": "postgres", "DatabaseMonitor": "app"}
 
 
 class State:
@@ -207,9 +207,10 @@ def test_postgres_pods_and_one_resource_of_each_kind_ready(state: State) -> None
 
     t0 = time.monotonic()
     c.apply(*m.example_resources(DATA_NS, {"PartitionPolicy": "app-db", "IndexPolicy": "app-db",
-                                           "VectorIndex": "vector-db", "DbTlsCert": "pg-tls-admin"}))
+                                           "VectorIndex": "vector-db", "DbTlsCert": "pg-tls-admin",
+                                           "DatabaseMonitor": "app-db"}))
     wait_until(state.all_ready, 600, "one resource of each kind Ready", interval=1, explain=state.explain)
-    record("examples applied to all four Ready (DbTlsCert via the kubelet)", f"{time.monotonic() - t0:.1f} s")
+    record("examples applied to all five Ready (DbTlsCert via the kubelet)", f"{time.monotonic() - t0:.1f} s")
 
     # The columns users read say what the databases hold.
     parts = state.query("postgres", "SELECT count(*) AS n FROM pg_catalog.pg_inherits i "
