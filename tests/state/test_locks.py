@@ -24,9 +24,6 @@ PARTITION_SPEC: dict[str, Any] = {"table": {"schema": "st", "name": "events"},
 INDEX_SPEC: dict[str, Any] = {"table": {"schema": "st", "name": "items"},
                               "indexes": [{"name": "items_k_idx", "columns": [{"column": "k"}]}],
                               "timeouts": TIMEOUTS}
-ITEM_3 = "issue 12 item 3 (reads ignore lockTimeout), fixed by the lead's prepare_session on every connection"
-# Modes that conflict with the ACCESS SHARE lock every catalog read of a relation takes.
-READ_BLOCKING = {"ACCESS EXCLUSIVE"}
 
 
 # Found by this suite (owner: index). A CREATE INDEX CONCURRENTLY that hits lockTimeout while it
@@ -40,8 +37,6 @@ INDEX_LOCK_REASON = ("found by the state suite (owner: index): a build that cann
 
 
 def _mark(mode: str, index: bool = False) -> Any:
-    if mode in READ_BLOCKING:
-        return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=ITEM_3))
     if index and mode == "ROW EXCLUSIVE":
         return pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=INDEX_CIC_RETRY))
     if index and mode in ("SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE"):
