@@ -53,7 +53,6 @@ def known(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, raises=Broken, reason=reason)
 
 
-@known("issue 12 item 1, fixed by the lead's ensure_metadata before every reconcile")
 def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Harness) -> None:
     s = spec()
     case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
@@ -61,8 +60,6 @@ def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Ha
     run(harness, case, "no InternalError")
 
 
-@known("lead: versioned metadata schema (an older pgcurator.history without the "
-                   "operator column gives UndefinedColumnError -> InternalError)")
 def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
     s = spec()
     case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
@@ -70,7 +67,6 @@ def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
     run(harness, case, "no InternalError")
 
 
-@known("issue 12 item 10, fixed on branch partition")
 def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
     old = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1}
     s = spec(timeZone="Pacific/Chatham")
@@ -80,8 +76,6 @@ def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
     run(harness, case, "no gap inside the window while Ready")
 
 
-@known("found by the state suite (owner: partition): a period partly covered by an "
-                   "existing partition is treated as covered; the rest of it is a hole while Ready")
 def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: Harness) -> None:
     # Shrunk by hypothesis: one foreign partition [2000-01-01 12:00, 2000-01-02 12:00), daily grid, now at
     # midnight: the day [2000-01-01, 2000-01-02) is "already covered", rows at 00:00-11:59 find no partition.
@@ -94,8 +88,6 @@ def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: 
     run(harness, case, "no gap inside the window while Ready")
 
 
-@known("found by the state suite (owner: partition): retention spares the only "
-                   "observed partition although the same run creates a newer one; the next run drops it")
 def test_retention_converges_in_one_run(harness: Harness) -> None:
     # Shrunk by hypothesis: daily grid, keep 1, one partition two days old; the first run creates today's
     # partition and keeps the old one ("never the last partition"), the second run plans its drop.
@@ -122,8 +114,6 @@ def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harne
     run(harness, case, "objects owned by others untouched", "no planned statement fails")
 
 
-@known("lead: pinned session settings (pgcurator.db.session): with ALTER DATABASE SET DateStyle = 'SQL, DMY' the "
-       "bounds pg_get_expr prints are not parsed and a healthy table is reported NameConflict")
 def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
     import dataclasses
 
@@ -145,12 +135,17 @@ def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
     harness.run(go())
 
 
-@known("issue 12 item 13, fixed on branch partition: a spec the model accepts crashes the planner")
-def test_a_spec_the_model_accepts_is_planned_or_refused(harness: Harness) -> None:
+def test_a_spec_the_model_cannot_plan_is_refused_by_the_model(harness: Harness) -> None:
+    # Issue 12 item 13: '9999 years' used to pass the model and crash the planner; the model now refuses
+    # intervals it cannot plan, and says which field.
+    import pydantic
+
+    from pgcurator.models.partition import PartitionPolicySpec
+
     s = spec(interval="9999 years", premake=400)
-    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
-                         metadata="current")
-    run(harness, case, "no InternalError")
+    with pytest.raises(pydantic.ValidationError) as refused:
+        PartitionPolicySpec.model_validate(s)
+    assert "range.interval" in str(refused.value), str(refused.value)
 
 
 @known("found by the state suite (owner: partition): when the ATTACH that ends a DEFAULT-row move cannot get its "
@@ -242,8 +237,6 @@ def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harnes
         raise
 
 
-@known("found by the state suite (owner: partition): hourly partitions of a timestamp-without-time-zone column "
-       "in a DST zone plan an empty range [01:00, 01:00) at the fall-back hour (42P17), StepFailed")
 def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness) -> None:
     s = spec(interval="1 hour", timeZone="America/New_York", premake=3)
     now = datetime(2026, 11, 1, 4, 30, tzinfo=UTC)  # 00:30 EDT; 01:00-02:00 happens twice this night
