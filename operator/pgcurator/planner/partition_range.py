@@ -85,7 +85,7 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
     names = {p.name for p in obs.partitions}
     out: list[NewRange] = []
-    for period in desired_range_periods(r, now, obs.max_key):
+    for period in desired_range_periods(r, now, obs.max_key, column_type):
         want = clamp_to_type(period.lower, period.upper, column_type, tz)
         if want is None:
             continue  # beyond what the column's type can hold
