@@ -43,11 +43,6 @@ FOUND: list[Known] = [
           "table that merely has the partition's name; the DEFAULT move pours rows into it, ATTACH adopts it "
           "(owner: partition)",
           lambda b: b.invariant == "objects owned by others untouched" and "parent=None, bound=None" in b.detail),
-    Known("detach-concurrently-after-creating-default", "found by the state suite: one run creates the DEFAULT "
-          "partition and then detaches an old partition CONCURRENTLY, which PostgreSQL refuses once a DEFAULT "
-          "exists: StepFailed (owner: partition)",
-          lambda b: b.invariant == "no planned statement fails" and "cannot detach partitions concurrently when a "
-          "default partition exists" in b.detail),
     Known("invalid-index-ready", "found by the state suite: a declared index that exists INVALID on a partitioned "
           "table is reported Ready/UpToDate (owner: index)",
           lambda b: b.invariant == "Ready means every declared index exists and is valid" and b.result is not None

@@ -176,8 +176,6 @@ def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harne
     harness.run(go())
 
 
-@known("found by the state suite (owner: partition): the plan creates the DEFAULT partition, then detaches an old "
-       "partition CONCURRENTLY (decided before the DEFAULT existed); PostgreSQL refuses it")
 def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> None:
     # Shrunk by hypothesis: integer key, width 1, partitions [0,1) and [2,3) (one row at 2), keep 1,
     # defaultPartition true and no DEFAULT yet.

@@ -168,7 +168,8 @@ def plan_range_level(
 
     if root_level:
         ends = [(p.info, p.upper) for p in parts]
-        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned))
+        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned,
+                                          default_planned=any(s.kind == "create_default" for s in plan.steps)))
 
     covered: Bound = None
     if parts:
