@@ -39,10 +39,6 @@ KNOWN: list[Known] = [
 
 # Found by this suite (not in issue 12's list); reported to the owner with a minimal reproduction.
 FOUND: list[Known] = [
-    Known("adopts-a-foreign-table", "found by the state suite: CREATE TABLE IF NOT EXISTS silently reuses a plain "
-          "table that merely has the partition's name; the DEFAULT move pours rows into it, ATTACH adopts it "
-          "(owner: partition)",
-          lambda b: b.invariant == "objects owned by others untouched" and "parent=None, bound=None" in b.detail),
     Known("invalid-index-ready", "found by the state suite: a declared index that exists INVALID on a partitioned "
           "table is reported Ready/UpToDate (owner: index)",
           lambda b: b.invariant == "Ready means every declared index exists and is valid" and b.result is not None

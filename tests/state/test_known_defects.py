@@ -100,8 +100,6 @@ def test_retention_converges_in_one_run(harness: Harness) -> None:
     run(harness, case, "second reconcile plans nothing")
 
 
-@known("found by the state suite (owner: partition): a plain table that only has the name of the partition to "
-       "create is reused by CREATE TABLE IF NOT EXISTS; the DEFAULT-row move pours rows into it")
 def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harness) -> None:
     # Shrunk by hypothesis: rows of today in the DEFAULT partition, defaultRows.move, and someone's plain
     # table st.events_p1969_12_31 (one row of its own). The move puts the DEFAULT's row into that table.
@@ -110,8 +108,36 @@ def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harne
     now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
     case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          default="rows_in", loose_table=True, metadata="current")
-    # The move pours the DEFAULT's rows into it, then the ATTACH fails (the table has an identity column).
-    run(harness, case, "objects owned by others untouched", "no planned statement fails")
+    # The move poured the DEFAULT's rows into it, then the ATTACH failed (the table has an identity column).
+    # Now the policy refuses, naming the table, and leaves it (and its rows) alone.
+    async def go() -> None:
+        await build(harness, case)
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "st.events_p1969_12_31" in step.real.message, step.real.describe()
+
+    harness.run(go(), timeout=120)
+
+
+def test_a_detached_default_partition_is_not_reattached(harness: Harness) -> None:
+    # Someone detached the DEFAULT partition, rows and all: CREATE TABLE IF NOT EXISTS + ATTACH ... DEFAULT
+    # took it back with its rows. It is someone's table now: NameConflict, and it stays detached.
+    s = spec(premake=0)
+    s["defaultPartition"] = True
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours")], default="empty", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        app = await harness.app()
+        await app.execute("ALTER TABLE st.events DETACH PARTITION st.events_default")
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "st.events_default" in step.real.message, step.real.describe()
+        assert await app.fetchval("SELECT NOT relispartition FROM pg_catalog.pg_class WHERE oid = "
+                                  "'st.events_default'::regclass")
+
+    harness.run(go(), timeout=120)
 
 
 def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:

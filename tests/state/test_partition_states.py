@@ -59,8 +59,6 @@ def attribute(h: Harness, case: PartitionCase, b: Broken) -> known.Known | None:
                     if _breaks(h, dataclasses.replace(case, settings={n: v}), b.invariant)]
         raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET "
                      f"{ {n: case.settings[n] for n in culprits} or case.settings}]", b.result) from b
-    if case.loose_table and not _breaks(h, dataclasses.replace(case, loose_table=False), b.invariant):
-        return next(x for x in known.FOUND if x.key == "adopts-a-foreign-table")
     return None
 
 

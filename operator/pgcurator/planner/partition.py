@@ -32,7 +32,7 @@ from .partition_ddl import (
     sub_for,
     template_drift,
 )
-from .partition_range import RangeLayout, RangePartition, plan_range_level
+from .partition_range import RangeLayout, RangePartition, foreign_name, plan_range_level
 from .partition_retention import finish_interrupted
 
 # Names other modules (the conversion planner, tests) import from here.
@@ -60,6 +60,9 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
             if have != want:
                 plan.notes.append(f"{name} holds {sorted(have or [])}, the spec says {sorted(want)}: left as is "
                                   "(changing list bounds means moving rows)")
+            continue
+        if obs.foreign_table(name):
+            plan.blocked.append(foreign_name(parent, name, list_bound(lp)))
             continue
         taken = sorted({owner_of_value[v] for v in want if v in owner_of_value})
         if taken:
@@ -137,10 +140,13 @@ def plan_policy(spec: PartitionPolicySpec, obs: TableObservation, now: datetime)
         dname = default_partition_name(t.name)
         if any(p.name == dname for p in obs.partitions):
             raise PlanError(f"{dname} exists but is not the DEFAULT partition", reason="NameConflict")
-        plan.steps.append(Step(kind="create_default", target=dname, group=dname, statements=(
-            create_table_sql(root, dname, spec, None),
-            f"ALTER TABLE {qualified(t.schema_, t.name)} ATTACH PARTITION {qualified(t.schema_, dname)} DEFAULT",
-        )))
+        if obs.foreign_table(dname):
+            plan.blocked.append(foreign_name(root, dname, "DEFAULT"))
+        else:
+            plan.steps.append(Step(kind="create_default", target=dname, group=dname, statements=(
+                create_table_sql(root, dname, spec, None),
+                f"ALTER TABLE {qualified(t.schema_, t.name)} ATTACH PARTITION {qualified(t.schema_, dname)} DEFAULT",
+            )))
 
     layout: RangeLayout | None = None
     if spec.range is not None:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from ..catalog.partitions import PartitionInfo, TableObservation
+from ..catalog.partitions import PartitionInfo, TableObservation, move_marker
 from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
-from ..sql.quote import fit_identifier, ident, qualified
+from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
 from .partition_retention import retention_steps
@@ -83,7 +83,7 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     parts, _ = parse_parts(obs, column_type, tz)
     covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
     # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
-    names = {p.name for p in obs.partitions}
+    names = {p.name for p in obs.partitions} | {n for n in obs.loose_tables if obs.foreign_table(n)}
     out: list[NewRange] = []
     for period in desired_range_periods(r, now, obs.max_key, column_type):
         want = clamp_to_type(period.lower, period.upper, column_type, tz)
@@ -132,6 +132,9 @@ def plan_range_level(
                 reason="NameConflict",
             )
         lo, hi, bound = render_range(new.lower, new.upper, column_type, tz)
+        if obs.foreign_table(name):
+            plan.blocked.append(foreign_name(parent, name, f"[{lo}, {hi})"))
+            continue
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
             if not spec.default_rows.move:
@@ -178,6 +181,13 @@ def plan_range_level(
     return RangeLayout(column_type, parts, unparsed, covered)
 
 
+def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
+    return Blocked("NameConflict", (
+        f"{parent.schema}.{name} exists as a table pgcurator did not create (e.g. one detached by hand, with its "
+        f"rows): partition {what} is not created, as CREATE TABLE IF NOT EXISTS and ATTACH would adopt it; "
+        "rename or drop it, or attach it yourself"))
+
+
 def move_default_steps(
     spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
     lo: str, hi: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
@@ -201,6 +211,8 @@ def move_default_steps(
     move_rest = (f"WITH moved AS (DELETE FROM {dq} WHERE {where} RETURNING {col_list}) "
                  f"INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
     create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False)
+    # Marked as ours while detached: a later run resumes into it, and never into someone else's table.
+    create.append(f"COMMENT ON TABLE {target} IS {literal(move_marker(parent.schema, parent.root))}")
     pq = qualified(parent.schema, parent.name)
     attach = f"ALTER TABLE {pq} ATTACH PARTITION {target} {bound}"
     return [
@@ -215,6 +227,7 @@ def move_default_steps(
         # stay writable directly.
         Step(kind="attach_moved", target=name, group=name, statements=(
             f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
-            f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest, attach),
+            f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest,
+            f"COMMENT ON TABLE {target} IS NULL", attach),
             description="move the rows written meanwhile and attach, holding writers off the table"),
     ]
