@@ -43,11 +43,6 @@ FOUND: list[Known] = [
           "table is reported Ready/UpToDate (owner: index)",
           lambda b: b.invariant == "Ready means every declared index exists and is valid" and b.result is not None
           and b.result.kind == "IndexPolicy" and b.result.status.get("partitioned") is True),
-    Known("list-ignores-default-rows", "found by the state suite: a list partition whose values have rows in the "
-          "DEFAULT partition is planned anyway; its ATTACH fails on every run (StepFailed) instead of "
-          "DefaultRowsConflict or a move (owner: partition)",
-          lambda b: b.invariant == "no planned statement fails" and "updated partition constraint for default "
-          "partition" in b.detail and "FOR VALUES IN" in b.detail),
     Known("list-values-differ-ready", "found by the state suite: a list partition of the declared name holding "
           "other values is 'left as is' and the policy is Ready although the declared values have no partition "
           "(inserts fail) (owner: partition)",

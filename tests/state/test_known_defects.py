@@ -238,8 +238,6 @@ def test_an_invalid_declared_index_on_a_partitioned_table_is_not_ready(harness: 
         raise
 
 
-@known("found by the state suite (owner: partition): list partitions ignore rows of their values in the DEFAULT "
-       "partition; the ATTACH fails on every run (StepFailed) instead of DefaultRowsConflict or a move")
 def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harness: Harness) -> None:
     # Shrunk by hypothesis: LIST (region) with a DEFAULT partition holding a row 'eu'; the spec declares r0 = ['eu'].
     from .layout_states import LayoutCase, build_layout, step_layout
@@ -259,6 +257,34 @@ def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harnes
         if b.invariant != "no planned statement fails":
             raise OtherFailure(str(b)) from b
         raise
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_list_rows_in_the_default_partition_are_held_back_or_moved(harness: Harness, move: bool) -> None:
+    from .layout_states import LayoutCase, build_layout
+
+    spec_: dict[str, object] = {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                                "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                                "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}}
+    if move:
+        spec_["defaultRows"] = {"move": True, "batchRows": 1}
+    case = LayoutCase("list", spec_, default="rows")
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        app = await harness.app()
+        eu = await app.fetchval("SELECT count(*) FROM st.orders WHERE region = 'eu'")
+        assert eu > 0
+        result = await harness.apply("PartitionPolicy", spec_, now=NOW)
+        if not move:
+            assert result.reason == "DefaultRowsConflict", result.describe()
+            assert await app.fetchval("SELECT to_regclass('st.orders_r0') IS NULL")
+            return
+        assert result.ready, result.describe()
+        assert await app.fetchval("SELECT count(*) FROM st.orders_r0") == eu
+        assert await app.fetchval("SELECT count(*) FROM st.orders_default WHERE region = 'eu'") == 0
+
+    harness.run(go(), timeout=120)
 
 
 def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness) -> None:

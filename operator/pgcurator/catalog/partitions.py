@@ -210,12 +210,16 @@ async def count_default_rows_in(
     conn: Any, obs: TableObservation, column: str, ranges: list[tuple[str, str, str]]
 ) -> dict[str, int]:
     """Rows of the DEFAULT partition in each [lo, hi) (SQL literals); keyed by the first element."""
-    default = obs.default_partition
-    if default is None or not obs.default_rows or not ranges:
-        return {}
     col = ident(column)
-    cases = ", ".join(
-        f"count(*) FILTER (WHERE {col} >= {lo} AND {col} < {hi})" for _, lo, hi in ranges
-    )
+    return await count_default_rows_where(conn, obs, [(key, f"{col} >= {lo} AND {col} < {hi}")
+                                                      for key, lo, hi in ranges])
+
+
+async def count_default_rows_where(conn: Any, obs: TableObservation, preds: list[tuple[str, str]]) -> dict[str, int]:
+    """Rows of the DEFAULT partition matching each (key, SQL predicate); keyed by the key, zero counts left out."""
+    default = obs.default_partition
+    if default is None or not obs.default_rows or not preds:
+        return {}
+    cases = ", ".join(f"count(*) FILTER (WHERE {pred})" for _, pred in preds)
     row = await conn.fetchrow(f"SELECT {cases} FROM {qualified(default.schema, default.name)}")
-    return {key: int(row[i]) for i, (key, _, _) in enumerate(ranges) if row[i]}
+    return {key: int(row[i]) for i, (key, _) in enumerate(preds) if row[i]}

@@ -26,13 +26,14 @@ from .partition_ddl import (
     hash_bound,
     list_bound,
     list_literal,
+    list_predicate,
     parse_list_values,
     partition_name,
     range_name,
     sub_for,
     template_drift,
 )
-from .partition_range import RangeLayout, RangePartition, foreign_name, plan_range_level
+from .partition_range import RangeLayout, RangePartition, foreign_name, move_default_steps, plan_range_level
 from .partition_retention import finish_interrupted
 
 # Names other modules (the conversion planner, tests) import from here.
@@ -68,6 +69,18 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
         if taken:
             plan.blocked.append(Blocked("ListValuesTaken", f"values of {lp.name!r} are already held by "
                                         f"{', '.join(taken)}; {name} not created"))
+            continue
+        default = obs.default_partition
+        in_default = obs.default_rows_in.get(name, 0) if default is not None else 0
+        if default is not None and in_default > 0:
+            # As for ranges: PostgreSQL refuses the ATTACH while the DEFAULT holds rows of these values.
+            if not spec.default_rows.move:
+                plan.blocked.append(Blocked("DefaultRowsConflict", (
+                    f"{in_default} rows in {default.name} have values of {lp.name!r}: partition {name} is not "
+                    "created (PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
+                continue
+            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, list_predicate(spec.key_column, lp),
+                                                 list_bound(lp), list_bound(lp), sub_for(spec, lp.name), now))
             continue
         plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(
             child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now)),

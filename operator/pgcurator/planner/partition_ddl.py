@@ -77,6 +77,11 @@ def list_bound(p: ListPartition) -> str:
     return "FOR VALUES IN (" + ", ".join(list_literal(v) for v in p.values) + ")"
 
 
+def list_predicate(column: str, p: ListPartition) -> str:
+    """Rows of list partition `p`, as a predicate (for the DEFAULT partition's rows of its values)."""
+    return f"{ident(column)} IN (" + ", ".join(list_literal(v) for v in p.values) + ")"
+
+
 def hash_bound(modulus: int, remainder: int) -> str:
     return f"FOR VALUES WITH (modulus {modulus}, remainder {remainder})"
 

@@ -142,7 +142,9 @@ def plan_range_level(
                     f"{in_default} rows in {default.name} fall in [{lo}, {hi}): partition {name} is not created "
                     "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
                 continue
-            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, lo, hi, bound, sub, now))
+            key = ident(spec.key_column)
+            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, f"{key} >= {lo} AND {key} < {hi}",
+                                                 f"[{lo}, {hi})", bound, sub, now))
             planned += 1
             continue
         steps: list[Step] = []
@@ -190,9 +192,10 @@ def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
 
 def move_default_steps(
     spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
-    lo: str, hi: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
+    where: str, what: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
 ) -> list[Step]:
-    """Move the DEFAULT partition's rows of [lo, hi) into a new partition, then attach it.
+    """Move the DEFAULT partition's rows matching `where` (`what`, e.g. [lo, hi)) into a new
+    partition, then attach it.
 
     Each batch is one statement (DELETE ... RETURNING feeding INSERT), so a row is always in
     exactly one place; a crash between batches resumes with the next batch. The last batch and
@@ -202,8 +205,6 @@ def move_default_steps(
     col_list = ", ".join(ident(c) for c in cols)
     dq = qualified(default.schema, default.name)
     target = qualified(parent.schema, name)
-    key = ident(spec.key_column)
-    where = f"{key} >= {lo} AND {key} < {hi}"
     batch = spec.default_rows.batch_rows
     move_batch = (f"WITH moved AS (DELETE FROM {dq} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {dq} WHERE {where} "
                   f"LIMIT {batch})) RETURNING {col_list}) INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE "
@@ -219,7 +220,7 @@ def move_default_steps(
         Step(kind="create_detached", target=name, statements=tuple(create), group=name,
              description="new partition, attached once the DEFAULT partition's rows are in it"),
         Step(kind="move_default_rows", target=name, statements=(move_batch,), group=name, repeat_until_zero=True,
-             description=f"move rows of [{lo}, {hi}) out of {default.name}, {batch} per transaction"),
+             description=f"move rows of {what} out of {default.name}, {batch} per transaction"),
         # The parent is locked first, in a mode that conflicts with the writers' ROW EXCLUSIVE: an
         # INSERT then waits before it routes its row, and routes it to the attached partition once
         # this commits. Locking only the DEFAULT partition let an INSERT route its row there, wait,
