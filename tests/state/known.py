@@ -43,11 +43,6 @@ FOUND: list[Known] = [
           "table is reported Ready/UpToDate (owner: index)",
           lambda b: b.invariant == "Ready means every declared index exists and is valid" and b.result is not None
           and b.result.kind == "IndexPolicy" and b.result.status.get("partitioned") is True),
-    Known("list-values-differ-ready", "found by the state suite: a list partition of the declared name holding "
-          "other values is 'left as is' and the policy is Ready although the declared values have no partition "
-          "(inserts fail) (owner: partition)",
-          lambda b: b.invariant == "every declared value has its partition while Ready" and b.result is not None
-          and any("the spec says" in n for n in b.result.status.get("notes", []))),
     Known("moved-rows-invisible", "found by the state suite: rows moved out of the DEFAULT partition sit in a "
           "detached table while the final ATTACH waits for its lock (owner: partition)",
           lambda b: b.invariant == "rows conserved" and "while another session holds" in b.detail),

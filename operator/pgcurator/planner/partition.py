@@ -61,6 +61,13 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
             if have != want:
                 plan.notes.append(f"{name} holds {sorted(have or [])}, the spec says {sorted(want)}: left as is "
                                   "(changing list bounds means moving rows)")
+                homeless = sorted(v for v in want if v not in owner_of_value)
+                if homeless:
+                    # Not Ready: rows of these values find no partition (or land in the DEFAULT).
+                    plan.blocked.append(Blocked("ListValuesDiffer", (
+                        f"values {', '.join(homeless)} of {lp.name!r} have no partition: {name} holds "
+                        f"{', '.join(sorted(have or [])) or 'other values'}; change its bounds yourself (moving "
+                        "rows) or rename the list partition in the spec")))
             continue
         if obs.foreign_table(name):
             plan.blocked.append(foreign_name(parent, name, list_bound(lp)))
