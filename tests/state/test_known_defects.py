@@ -174,9 +174,6 @@ def test_a_spec_the_model_cannot_plan_is_refused_by_the_model(harness: Harness) 
     assert "range.interval" in str(refused.value), str(refused.value)
 
 
-@known("found by the state suite (owner: partition): when the ATTACH that ends a DEFAULT-row move cannot get its "
-       "lock, the rows already moved sit in a detached table: the application no longer sees them until a later "
-       "run attaches it")
 def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harness) -> None:
     # Shrunk from the state machine: a DEFAULT partition with rows of the current month, defaultRows.move, and
     # another session holding SHARE UPDATE EXCLUSIVE on the parent while the policy runs.

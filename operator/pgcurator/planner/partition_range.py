@@ -216,11 +216,18 @@ def move_default_steps(
     create.append(f"COMMENT ON TABLE {target} IS {literal(move_marker(parent.schema, parent.root))}")
     pq = qualified(parent.schema, parent.name)
     attach = f"ALTER TABLE {pq} ATTACH PARTITION {target} {bound}"
+    move_back = (f"WITH moved AS (DELETE FROM {target} RETURNING {col_list}) INSERT INTO {dq} ({col_list}) "
+                 f"OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
     return [
         Step(kind="create_detached", target=name, statements=tuple(create), group=name,
              description="new partition, attached once the DEFAULT partition's rows are in it"),
+        # Moved rows are invisible until the ATTACH: no row moves unless the parent's lock can be had
+        # now (under lockTimeout); should the ATTACH still not get it, `undo` moves them back.
+        Step(kind="check_parent_lock", target=name, group=name,
+             statements=(f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",),
+             description="the ATTACH that ends the move will get its lock"),
         Step(kind="move_default_rows", target=name, statements=(move_batch,), group=name, repeat_until_zero=True,
-             description=f"move rows of {what} out of {default.name}, {batch} per transaction"),
+             undo=(move_back,), description=f"move rows of {what} out of {default.name}, {batch} per transaction"),
         # The parent is locked first, in a mode that conflicts with the writers' ROW EXCLUSIVE: an
         # INSERT then waits before it routes its row, and routes it to the attached partition once
         # this commits. Locking only the DEFAULT partition let an INSERT route its row there, wait,
@@ -229,6 +236,6 @@ def move_default_steps(
         Step(kind="attach_moved", target=name, group=name, statements=(
             f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
             f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest,
-            f"COMMENT ON TABLE {target} IS NULL", attach),
+            f"COMMENT ON TABLE {target} IS NULL", attach), undo=(move_back,),
             description="move the rows written meanwhile and attach, holding writers off the table"),
     ]
