@@ -199,6 +199,35 @@ def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harne
     harness.run(go())
 
 
+def test_moved_rows_go_back_when_the_final_attach_cannot_get_its_lock(harness: Harness) -> None:
+    # The parent's lock is free (the check before the move passes and every batch runs), but the
+    # application holds ROW EXCLUSIVE on the DEFAULT partition, which the final ATTACH's SHARE ROW
+    # EXCLUSIVE waits for: the rows already moved must go back, not sit in the detached table.
+    from . import invariants as inv
+    from .locks import hold_lock, reconcile_under_lock
+    from .partition_checks import KIND
+
+    s = spec(premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        admin = await harness.admin()
+        before = await inv.row_digest(admin, "st.events")
+        assert before[0] > 0
+        blocker = await hold_lock(harness, "st.events_default", "ROW EXCLUSIVE")
+        result, _ = await reconcile_under_lock(harness, KIND, s, blocker, 2.0, now=NOW)
+        assert result.reason == "WaitingForLock", result.describe()
+        moved = await admin.fetchval("SELECT count(*) FROM pgcurator.history WHERE step = 'move_default_rows' "
+                                     "AND outcome = 'ok' AND statement LIKE '%-- 1 rows'")
+        assert moved > 0, "no batch ran: the undo path was not exercised"
+        inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"), "st.events after the attach gave up")
+
+    harness.run(go())
+
+
 def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> None:
     # Shrunk by hypothesis: integer key, width 1, partitions [0,1) and [2,3) (one row at 2), keep 1,
     # defaultPartition true and no DEFAULT yet.
