@@ -337,3 +337,40 @@ def test_a_declared_list_value_without_a_partition_is_not_ready(harness: Harness
         assert "'eu'" in result.message and "orders_r0" in result.message, result.describe()
 
     harness.run(go())
+
+
+def test_a_foreign_table_with_a_long_partition_name_is_not_adopted(harness: Harness) -> None:
+    # Found by the explorer once the adoption was refused: a table name long enough that partition names
+    # carry a hash of it (fit_identifier), so the foreign table did not start with the table's name.
+    table = "ev_" + "x" * 52
+    s = spec(interval="1 day", premake=0)
+    s["table"] = {"schema": "st", "name": table}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase(table, "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         loose_table=True, metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+
+    harness.run(go(), timeout=120)
+
+
+def test_hash_partitions_of_another_modulus_leaving_values_uncovered_are_not_ready(harness: Harness) -> None:
+    # Found by the explorer: one legacy hash partition (modulus 4, remainder 3), the spec says modulus 1;
+    # 'left as is' was reported Ready while three quarters of the keys found no partition.
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("hash", {"table": {"schema": "st", "name": "orders"}, "strategy": "hash",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "hash": {"column": "k", "modulus": 1}},
+                      existing=[("legacy_h3", "FOR VALUES WITH (modulus 4, remainder 3)", "plain")])
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+        result = await harness.apply("PartitionPolicy", case.spec, now=NOW)
+        assert result.reason == "HashModulusDiffers", result.describe()
+
+    harness.run(go())

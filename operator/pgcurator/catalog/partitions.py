@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,8 @@ SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
 _LOOSE_SQL = """
 SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE $2
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND (c.relname LIKE $2 OR pg_catalog.strpos(c.relname, $3) > 0)
 """
 
 
@@ -202,7 +204,9 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     for rel, comment in await conn.fetch(_MARKED_SQL, schema, markers):
         (obs.pending_drops if comment == markers[0] else obs.pending_archives).append(rel)
     like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_%"
-    obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like)}
+    # A long table name is cut in partition names, which then carry a hash of it (fit_identifier).
+    tag = "_" + hashlib.sha256(name.encode()).hexdigest()[:8] + "_"
+    obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag)}
     return obs
 
 

@@ -6,6 +6,7 @@ the levels together."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -101,6 +102,13 @@ def _plan_hash_level(spec: PartitionPolicySpec, h: HashSpec, parent: Parent, par
     if moduli and moduli != {h.modulus}:
         plan.notes.append(f"{parent.name} has hash partitions with modulus {sorted(moduli)}, the spec says "
                           f"{h.modulus}: left as is (changing the modulus means re-partitioning)")
+        held = [(int(m), int(r)) for m, r in re.findall(r"modulus (\d+), remainder (\d+)", " ".join(bounds))]
+        span_ = math.lcm(*(m for m, _ in held))
+        if any(all(x % m != r for m, r in held) for x in range(span_)):
+            # Not Ready: some hash values have no partition, so rows with them are refused.
+            plan.blocked.append(Blocked("HashModulusDiffers", (
+                f"{parent.name} has hash partitions with modulus {sorted(moduli)} that do not cover every hash "
+                f"value, and the spec says modulus {h.modulus}: re-partition it yourself")))
         return
     for r in range(h.modulus):
         bound = hash_bound(h.modulus, r)
