@@ -15,9 +15,6 @@ from dataclasses import dataclass
 
 from .invariants import Broken
 
-# Settings the lead pins on every pooled connection (pgcurator.db.session).
-PINNED_BY_LEAD = {"DateStyle", "IntervalStyle", "TimeZone", "search_path", "extra_float_digits"}
-
 
 @dataclass(frozen=True)
 class Known:
@@ -34,67 +31,18 @@ def _msg(b: Broken) -> str:
 
 
 KNOWN: list[Known] = [
-    Known("metadata-absent", "issue 12 item 1 (lead: ensure_metadata before every reconcile)",
-          lambda b: 'schema "pgcurator" does not exist' in _msg(b)),
     Known("planner-valueerror", "issue 12 item 13 (branch partition)",
           lambda b: b.invariant == "no InternalError" and bool(
               re.search(r"(ValueError|OverflowError|DatetimeFieldOverflow|date value out of range|"
                         r"year \d+ is out of range|timestamp out of range)", _msg(b)))),
-    Known("reads-ignore-lock-timeout", "issue 12 item 3 (lead: prepare_session on every connection)",
-          lambda b: b.invariant in ("reads respect lockTimeout", "returns within lockTimeout")),
-    # Once reads honour lock_timeout (main has prepare_session), a read that gives up raises
-    # LockNotAvailableError, which the runtime must report as Progressing/WaitingForLock (announced, not on main yet).
-    Known("lock-timeout-in-a-read-is-internal-error", "issue 12 item 3 (runtime: LockNotAvailableError -> "
-          "WaitingForLock)",
-          lambda b: b.invariant == "no InternalError" and "LockNotAvailableError" in _msg(b)),
 ]
 
 # Found by this suite (not in issue 12's list); reported to the owner with a minimal reproduction.
 FOUND: list[Known] = [
-    Known("partial-overlap-hole", "found by the state suite: a period partly covered by an existing partition "
-          "counts as covered, leaving a hole while Ready (owner: partition; item 10 is one instance)",
-          lambda b: b.invariant == "no gap inside the window while Ready" and b.result is not None and any(
-              "is already covered by" in n for n in b.result.status.get("notes", []))),
-    Known("retention-needs-two-runs", "found by the state suite: retention keeps the only observed partition "
-          "although the same run creates a newer one, so the next run drops it (owner: partition)",
-          lambda b: b.invariant == "second reconcile plans nothing" and b.result is not None and all(
-              "retention" in s or "DETACH PARTITION" in s or s.startswith("DROP TABLE")
-              for s in b.result.status.get("plan", []))),
-    Known("adopts-a-foreign-table", "found by the state suite: CREATE TABLE IF NOT EXISTS silently reuses a plain "
-          "table that merely has the partition's name; the DEFAULT move pours rows into it, ATTACH adopts it "
-          "(owner: partition)",
-          lambda b: b.invariant == "objects owned by others untouched" and "parent=None, bound=None" in b.detail),
-    Known("detach-concurrently-after-creating-default", "found by the state suite: one run creates the DEFAULT "
-          "partition and then detaches an old partition CONCURRENTLY, which PostgreSQL refuses once a DEFAULT "
-          "exists: StepFailed (owner: partition)",
-          lambda b: b.invariant == "no planned statement fails" and "cannot detach partitions concurrently when a "
-          "default partition exists" in b.detail),
-    Known("list-ignores-default-rows", "found by the state suite: a list partition whose values have rows in the "
-          "DEFAULT partition is planned anyway; its ATTACH fails on every run (StepFailed) instead of "
-          "DefaultRowsConflict or a move (owner: partition)",
-          lambda b: b.invariant == "no planned statement fails" and "updated partition constraint for default "
-          "partition" in b.detail and "FOR VALUES IN" in b.detail),
-    Known("empty-hour-at-fall-back", "found by the state suite: hourly partitions of a `timestamp without time "
-          "zone` column in a DST zone: at the fall-back hour the UTC-aligned period renders as [01:00, 01:00) and "
-          "PostgreSQL refuses it (42P17), StepFailed on every run in the window (owner: partition)",
-          lambda b: b.invariant == "no planned statement fails" and "42P17: empty range bound" in b.detail),
-    Known("list-values-differ-ready", "found by the state suite: a list partition of the declared name holding "
-          "other values is 'left as is' and the policy is Ready although the declared values have no partition "
-          "(inserts fail) (owner: partition)",
-          lambda b: b.invariant == "every declared value has its partition while Ready" and b.result is not None
-          and any("the spec says" in n for n in b.result.status.get("notes", []))),
-    Known("moved-rows-invisible", "found by the state suite: rows moved out of the DEFAULT partition sit in a "
-          "detached table while the final ATTACH waits for its lock (owner: partition)",
-          lambda b: b.invariant == "rows conserved" and "while another session holds" in b.detail),
 ]
 
 # Found by differential re-runs in the explorer (see attribute()).
-SETTINGS = Known("database-settings", "lead: pinned session settings (pgcurator.db.session)", lambda b: False)
-METADATA_OLDER = Known("metadata-older", "lead: versioned metadata schema (pgcurator.db.metadata)", lambda b: False)
-METADATA_ABSENT = Known("metadata-absent-run", "issue 12 item 1 / lead: ensure_metadata before every reconcile",
-                        lambda b: False)
 PRUNE_OTHERS = Known("prune-drops-others", "issue 12 item 7 (branch index)", lambda b: False)
-TIMEZONE_CHANGE = Known("timezone-change-hole", "issue 12 item 10 (branch partition)", lambda b: False)
 
 
 def by_symptom(b: Broken) -> Known | None:

@@ -44,13 +44,9 @@ def explore_index(h: Harness, case: IndexCase) -> None:
         if k is None and case.settings and not _breaks(h, dataclasses.replace(case, settings={}), b.invariant):
             culprits = [n for n, v in case.settings.items()
                         if _breaks(h, dataclasses.replace(case, settings={n: v}), b.invariant)]
-            if not (culprits and set(culprits) <= known.PINNED_BY_LEAD):
-                raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET {case.settings}]",
-                             b.result) from b
-            k = known.SETTINGS
-        if k is None and case.metadata == "absent" and not _breaks(
-                h, dataclasses.replace(case, metadata="current"), b.invariant):
-            k = known.METADATA_ABSENT
+            raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET "
+                         f"{ {n: case.settings[n] for n in culprits} or case.settings}]",
+                         b.result) from b
         if k is None and case.prune and case.other_resource and not _breaks(
                 h, dataclasses.replace(case, prune=False), b.invariant):
             k = known.PRUNE_OTHERS

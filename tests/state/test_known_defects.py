@@ -53,7 +53,6 @@ def known(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, raises=Broken, reason=reason)
 
 
-@known("issue 12 item 1, fixed by the lead's ensure_metadata before every reconcile")
 def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Harness) -> None:
     s = spec()
     case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
@@ -61,8 +60,6 @@ def test_first_contact_with_a_table_in_shape_without_metadata_schema(harness: Ha
     run(harness, case, "no InternalError")
 
 
-@known("lead: versioned metadata schema (an older pgcurator.history without the "
-                   "operator column gives UndefinedColumnError -> InternalError)")
 def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
     s = spec()
     case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
@@ -70,7 +67,6 @@ def test_older_metadata_schema_is_upgraded(harness: Harness) -> None:
     run(harness, case, "no InternalError")
 
 
-@known("issue 12 item 10, fixed on branch partition")
 def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
     old = {"column": "k", "interval": "1 month", "timeZone": "UTC", "premake": 1}
     s = spec(timeZone="Pacific/Chatham")
@@ -80,8 +76,6 @@ def test_time_zone_change_leaves_no_hole(harness: Harness) -> None:
     run(harness, case, "no gap inside the window while Ready")
 
 
-@known("found by the state suite (owner: partition): a period partly covered by an "
-                   "existing partition is treated as covered; the rest of it is a hole while Ready")
 def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: Harness) -> None:
     # Shrunk by hypothesis: one foreign partition [2000-01-01 12:00, 2000-01-02 12:00), daily grid, now at
     # midnight: the day [2000-01-01, 2000-01-02) is "already covered", rows at 00:00-11:59 find no partition.
@@ -94,8 +88,6 @@ def test_period_partly_covered_by_an_off_grid_partition_leaves_no_hole(harness: 
     run(harness, case, "no gap inside the window while Ready")
 
 
-@known("found by the state suite (owner: partition): retention spares the only "
-                   "observed partition although the same run creates a newer one; the next run drops it")
 def test_retention_converges_in_one_run(harness: Harness) -> None:
     # Shrunk by hypothesis: daily grid, keep 1, one partition two days old; the first run creates today's
     # partition and keeps the old one ("never the last partition"), the second run plans its drop.
@@ -108,8 +100,6 @@ def test_retention_converges_in_one_run(harness: Harness) -> None:
     run(harness, case, "second reconcile plans nothing")
 
 
-@known("found by the state suite (owner: partition): a plain table that only has the name of the partition to "
-       "create is reused by CREATE TABLE IF NOT EXISTS; the DEFAULT-row move pours rows into it")
 def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harness) -> None:
     # Shrunk by hypothesis: rows of today in the DEFAULT partition, defaultRows.move, and someone's plain
     # table st.events_p1969_12_31 (one row of its own). The move puts the DEFAULT's row into that table.
@@ -118,12 +108,38 @@ def test_a_table_that_only_has_the_partitions_name_is_not_adopted(harness: Harne
     now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
     case = PartitionCase("events", "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
                          default="rows_in", loose_table=True, metadata="current")
-    # The move pours the DEFAULT's rows into it, then the ATTACH fails (the table has an identity column).
-    run(harness, case, "objects owned by others untouched", "no planned statement fails")
+    # The move poured the DEFAULT's rows into it, then the ATTACH failed (the table has an identity column).
+    # Now the policy refuses, naming the table, and leaves it (and its rows) alone.
+    async def go() -> None:
+        await build(harness, case)
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "st.events_p1969_12_31" in step.real.message, step.real.describe()
+
+    harness.run(go(), timeout=120)
 
 
-@known("lead: pinned session settings (pgcurator.db.session): with ALTER DATABASE SET DateStyle = 'SQL, DMY' the "
-       "bounds pg_get_expr prints are not parsed and a healthy table is reported NameConflict")
+def test_a_detached_default_partition_is_not_reattached(harness: Harness) -> None:
+    # Someone detached the DEFAULT partition, rows and all: CREATE TABLE IF NOT EXISTS + ATTACH ... DEFAULT
+    # took it back with its rows. It is someone's table now: NameConflict, and it stays detached.
+    s = spec(premake=0)
+    s["defaultPartition"] = True
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         [Part(month(2026, 11), month(2026, 12), "ours")], default="empty", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        app = await harness.app()
+        await app.execute("ALTER TABLE st.events DETACH PARTITION st.events_default")
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "st.events_default" in step.real.message, step.real.describe()
+        assert await app.fetchval("SELECT NOT relispartition FROM pg_catalog.pg_class WHERE oid = "
+                                  "'st.events_default'::regclass")
+
+    harness.run(go(), timeout=120)
+
+
 def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
     import dataclasses
 
@@ -145,17 +161,19 @@ def test_database_datestyle_does_not_change_the_plan(harness: Harness) -> None:
     harness.run(go())
 
 
-@known("issue 12 item 13, fixed on branch partition: a spec the model accepts crashes the planner")
-def test_a_spec_the_model_accepts_is_planned_or_refused(harness: Harness) -> None:
+def test_a_spec_the_model_cannot_plan_is_refused_by_the_model(harness: Harness) -> None:
+    # Issue 12 item 13: '9999 years' used to pass the model and crash the planner; the model now refuses
+    # intervals it cannot plan, and says which field.
+    import pydantic
+
+    from pgcurator.models.partition import PartitionPolicySpec
+
     s = spec(interval="9999 years", premake=400)
-    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
-                         metadata="current")
-    run(harness, case, "no InternalError")
+    with pytest.raises(pydantic.ValidationError) as refused:
+        PartitionPolicySpec.model_validate(s)
+    assert "range.interval" in str(refused.value), str(refused.value)
 
 
-@known("found by the state suite (owner: partition): when the ATTACH that ends a DEFAULT-row move cannot get its "
-       "lock, the rows already moved sit in a detached table: the application no longer sees them until a later "
-       "run attaches it")
 def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harness) -> None:
     # Shrunk from the state machine: a DEFAULT partition with rows of the current month, defaultRows.move, and
     # another session holding SHARE UPDATE EXCLUSIVE on the parent while the policy runs.
@@ -181,8 +199,35 @@ def test_rows_stay_visible_when_a_default_move_waits_for_its_lock(harness: Harne
     harness.run(go())
 
 
-@known("found by the state suite (owner: partition): the plan creates the DEFAULT partition, then detaches an old "
-       "partition CONCURRENTLY (decided before the DEFAULT existed); PostgreSQL refuses it")
+def test_moved_rows_go_back_when_the_final_attach_cannot_get_its_lock(harness: Harness) -> None:
+    # The parent's lock is free (the check before the move passes and every batch runs), but the
+    # application holds ROW EXCLUSIVE on the DEFAULT partition, which the final ATTACH's SHARE ROW
+    # EXCLUSIVE waits for: the rows already moved must go back, not sit in the detached table.
+    from . import invariants as inv
+    from .locks import hold_lock, reconcile_under_lock
+    from .partition_checks import KIND
+
+    s = spec(premake=0)
+    s["defaultRows"] = {"move": True, "batchRows": 1}
+    case = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         default="rows_in", metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        admin = await harness.admin()
+        before = await inv.row_digest(admin, "st.events")
+        assert before[0] > 0
+        blocker = await hold_lock(harness, "st.events_default", "ROW EXCLUSIVE")
+        result, _ = await reconcile_under_lock(harness, KIND, s, blocker, 2.0, now=NOW)
+        assert result.reason == "WaitingForLock", result.describe()
+        moved = await admin.fetchval("SELECT count(*) FROM pgcurator.history WHERE step = 'move_default_rows' "
+                                     "AND outcome = 'ok' AND statement LIKE '%-- 1 rows'")
+        assert moved > 0, "no batch ran: the undo path was not exercised"
+        inv.rows_conserved(KIND, before, await inv.row_digest(admin, "st.events"), "st.events after the attach gave up")
+
+    harness.run(go())
+
+
 def test_retention_and_a_new_default_partition_in_one_run(harness: Harness) -> None:
     # Shrunk by hypothesis: integer key, width 1, partitions [0,1) and [2,3) (one row at 2), keep 1,
     # defaultPartition true and no DEFAULT yet.
@@ -217,8 +262,6 @@ def test_an_invalid_declared_index_on_a_partitioned_table_is_not_ready(harness: 
         raise
 
 
-@known("found by the state suite (owner: partition): list partitions ignore rows of their values in the DEFAULT "
-       "partition; the ATTACH fails on every run (StepFailed) instead of DefaultRowsConflict or a move")
 def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harness: Harness) -> None:
     # Shrunk by hypothesis: LIST (region) with a DEFAULT partition holding a row 'eu'; the spec declares r0 = ['eu'].
     from .layout_states import LayoutCase, build_layout, step_layout
@@ -240,8 +283,34 @@ def test_a_list_partition_with_rows_in_the_default_partition_is_held_back(harnes
         raise
 
 
-@known("found by the state suite (owner: partition): hourly partitions of a timestamp-without-time-zone column "
-       "in a DST zone plan an empty range [01:00, 01:00) at the fall-back hour (42P17), StepFailed")
+@pytest.mark.parametrize("move", [False, True])
+def test_list_rows_in_the_default_partition_are_held_back_or_moved(harness: Harness, move: bool) -> None:
+    from .layout_states import LayoutCase, build_layout
+
+    spec_: dict[str, object] = {"table": {"schema": "st", "name": "orders"}, "strategy": "list",
+                                "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                                "list": {"column": "region", "partitions": [{"name": "r0", "values": ["eu"]}]}}
+    if move:
+        spec_["defaultRows"] = {"move": True, "batchRows": 1}
+    case = LayoutCase("list", spec_, default="rows")
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        app = await harness.app()
+        eu = await app.fetchval("SELECT count(*) FROM st.orders WHERE region = 'eu'")
+        assert eu > 0
+        result = await harness.apply("PartitionPolicy", spec_, now=NOW)
+        if not move:
+            assert result.reason == "DefaultRowsConflict", result.describe()
+            assert await app.fetchval("SELECT to_regclass('st.orders_r0') IS NULL")
+            return
+        assert result.ready, result.describe()
+        assert await app.fetchval("SELECT count(*) FROM st.orders_r0") == eu
+        assert await app.fetchval("SELECT count(*) FROM st.orders_default WHERE region = 'eu'") == 0
+
+    harness.run(go(), timeout=120)
+
+
 def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness) -> None:
     s = spec(interval="1 hour", timeZone="America/New_York", premake=3)
     now = datetime(2026, 11, 1, 4, 30, tzinfo=UTC)  # 00:30 EDT; 01:00-02:00 happens twice this night
@@ -250,8 +319,6 @@ def test_hourly_wall_clock_partitions_across_the_fall_back_hour(harness: Harness
     run(harness, case, "no planned statement fails")
 
 
-@known("found by the state suite (owner: partition): a list partition of the declared name holding other values "
-       "is left as is and the policy reports Ready, while rows of the declared values find no partition")
 def test_a_declared_list_value_without_a_partition_is_not_ready(harness: Harness) -> None:
     from .layout_states import LayoutCase, build_layout, step_layout
 
@@ -263,10 +330,45 @@ def test_a_declared_list_value_without_a_partition_is_not_ready(harness: Harness
     async def go() -> None:
         await build_layout(harness, case)
         await step_layout(harness, case)
+        result = await harness.apply("PartitionPolicy", case.spec, now=NOW)
+        assert result.reason == "ListValuesDiffer", result.describe()
+        assert "'eu'" in result.message and "orders_r0" in result.message, result.describe()
 
-    try:
-        harness.run(go())
-    except Broken as b:
-        if b.invariant != "every declared value has its partition while Ready":
-            raise OtherFailure(str(b)) from b
-        raise
+    harness.run(go())
+
+
+def test_a_foreign_table_with_a_long_partition_name_is_not_adopted(harness: Harness) -> None:
+    # Found by the explorer once the adoption was refused: a table name long enough that partition names
+    # carry a hash of it (fit_identifier), so the foreign table did not start with the table's name.
+    table = "ev_" + "x" * 52
+    s = spec(interval="1 day", premake=0)
+    s["table"] = {"schema": "st", "name": table}
+    now = datetime(1969, 12, 31, 22, 59, tzinfo=UTC)
+    case = PartitionCase(table, "timestamptz", s, now, "partitioned", s["range"], [],  # type: ignore[arg-type]
+                         loose_table=True, metadata="current")
+
+    async def go() -> None:
+        await build(harness, case)
+        step = await reconcile_and_check(harness, case, case.spec, case.now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+
+    harness.run(go(), timeout=120)
+
+
+def test_hash_partitions_of_another_modulus_leaving_values_uncovered_are_not_ready(harness: Harness) -> None:
+    # Found by the explorer: one legacy hash partition (modulus 4, remainder 3), the spec says modulus 1;
+    # 'left as is' was reported Ready while three quarters of the keys found no partition.
+    from .layout_states import LayoutCase, build_layout, step_layout
+
+    case = LayoutCase("hash", {"table": {"schema": "st", "name": "orders"}, "strategy": "hash",
+                               "timeouts": {"lockTimeout": "2s", "lockRetries": 1},
+                               "hash": {"column": "k", "modulus": 1}},
+                      existing=[("legacy_h3", "FOR VALUES WITH (modulus 4, remainder 3)", "plain")])
+
+    async def go() -> None:
+        await build_layout(harness, case)
+        await step_layout(harness, case)
+        result = await harness.apply("PartitionPolicy", case.spec, now=NOW)
+        assert result.reason == "HashModulusDiffers", result.describe()
+
+    harness.run(go())

@@ -57,17 +57,8 @@ def attribute(h: Harness, case: PartitionCase, b: Broken) -> known.Known | None:
     if case.settings and not _breaks(h, dataclasses.replace(case, settings={}), b.invariant):
         culprits = [n for n, v in case.settings.items()
                     if _breaks(h, dataclasses.replace(case, settings={n: v}), b.invariant)]
-        if culprits and set(culprits) <= known.PINNED_BY_LEAD:
-            return known.SETTINGS
         raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET "
                      f"{ {n: case.settings[n] for n in culprits} or case.settings}]", b.result) from b
-    if case.loose_table and not _breaks(h, dataclasses.replace(case, loose_table=False), b.invariant):
-        return next(x for x in known.FOUND if x.key == "adopts-a-foreign-table")
-    if case.metadata == "older" and not _breaks(h, dataclasses.replace(case, metadata="current"), b.invariant):
-        return known.METADATA_OLDER
-    if (b.invariant == "no gap inside the window while Ready" and case.state_range
-            and case.state_range.get("timeZone") != case.spec["range"].get("timeZone")):
-        return known.TIMEZONE_CHANGE
     return None
 
 

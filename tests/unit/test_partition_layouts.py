@@ -168,13 +168,18 @@ def test_default_rows_moved_in_batches_then_attached_under_lock() -> None:
     plan, _ = plan_policy(spec(defaultPartition=True, range={"premake": 1}, defaultRows={"move": True,
                                                                                          "batchRows": 500}), obs, NOW)
     kinds = [(s.kind, s.target) for s in plan.steps]
-    assert kinds == [("create_detached", "event_logs_p2026_12"), ("move_default_rows", "event_logs_p2026_12"),
-                     ("attach_moved", "event_logs_p2026_12")]
-    move = plan.steps[1]
+    assert kinds == [("create_detached", "event_logs_p2026_12"), ("check_parent_lock", "event_logs_p2026_12"),
+                     ("move_default_rows", "event_logs_p2026_12"), ("attach_moved", "event_logs_p2026_12")]
+    assert plan.steps[1].statements == ('LOCK TABLE ONLY "public"."event_logs" IN SHARE ROW EXCLUSIVE MODE',)
+    move = plan.steps[2]
     assert move.repeat_until_zero and "LIMIT 500" in move.statements[0] and '"total"' not in move.statements[0]
     assert "OVERRIDING SYSTEM VALUE" in move.statements[0]
-    final = plan.steps[2].statements
+    final = plan.steps[3].statements
     assert final[0].startswith("LOCK TABLE") and final[-1].startswith('ALTER TABLE "public"."event_logs" ATTACH')
+    # Rows moved so far go back to the DEFAULT partition when the move or the ATTACH does not finish.
+    for step in plan.steps[2:]:
+        assert step.undo and step.undo[0].startswith('WITH moved AS (DELETE FROM "public"."event_logs_p2026_12"')
+        assert 'INSERT INTO "public"."event_logs_default"' in step.undo[0]
     assert not any("ATTACH" in x for x in plan.steps[0].statements)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,12 @@ def retention_marker(schema: str, table: str, action: str = "drop") -> str:
     between the detach and what follows is finished on the next run."""
     verb = "archive" if action == "archive" else "retention drop"
     return f"pgcurator: detached from {schema}.{table} for {verb}"
+
+
+def move_marker(schema: str, table: str) -> str:
+    """The comment on a partition created detached for a DEFAULT-row move until its ATTACH: a plain
+    table of that name without it is someone else's, never filled or adopted."""
+    return f"pgcurator: new partition of {schema}.{table}, attached once the DEFAULT partition's rows are in it"
 
 
 @dataclass
@@ -63,13 +70,19 @@ class TableObservation:
     # Tables we detached for a retention drop / archive that a crash left half-way.
     pending_drops: list[str] = field(default_factory=list)
     pending_archives: list[str] = field(default_factory=list)
-    # Plain tables in the schema named like partitions we would create (e.g. a move in progress).
-    loose_tables: list[str] = field(default_factory=list)
+    # Plain tables in the schema named like partitions we would create, with their comment (a move
+    # in progress carries move_marker; any other is someone else's table).
+    loose_tables: dict[str, str | None] = field(default_factory=dict)
     tablespaces: set[str] = field(default_factory=set)
 
     @property
     def default_partition(self) -> PartitionInfo | None:
         return next((p for p in self.partitions if p.is_default), None)
+
+    def foreign_table(self, name: str) -> bool:
+        """A plain table named `name` exists that we did not create (CREATE TABLE IF NOT EXISTS would
+        silently reuse it, and ATTACH adopt it with its rows)."""
+        return name in self.loose_tables and self.loose_tables[name] != move_marker(self.schema, self.name)
 
 
 DEFAULT_ROW_CAP = 1_000_000
@@ -122,9 +135,10 @@ SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
 """
 
 _LOOSE_SQL = """
-SELECT c.relname::text
+SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE $2
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND (c.relname LIKE $2 OR pg_catalog.strpos(c.relname, $3) > 0)
 """
 
 
@@ -190,7 +204,9 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     for rel, comment in await conn.fetch(_MARKED_SQL, schema, markers):
         (obs.pending_drops if comment == markers[0] else obs.pending_archives).append(rel)
     like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_%"
-    obs.loose_tables = [r[0] for r in await conn.fetch(_LOOSE_SQL, schema, like)]
+    # A long table name is cut in partition names, which then carry a hash of it (fit_identifier).
+    tag = "_" + hashlib.sha256(name.encode()).hexdigest()[:8] + "_"
+    obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag)}
     return obs
 
 
@@ -198,12 +214,16 @@ async def count_default_rows_in(
     conn: Any, obs: TableObservation, column: str, ranges: list[tuple[str, str, str]]
 ) -> dict[str, int]:
     """Rows of the DEFAULT partition in each [lo, hi) (SQL literals); keyed by the first element."""
-    default = obs.default_partition
-    if default is None or not obs.default_rows or not ranges:
-        return {}
     col = ident(column)
-    cases = ", ".join(
-        f"count(*) FILTER (WHERE {col} >= {lo} AND {col} < {hi})" for _, lo, hi in ranges
-    )
+    return await count_default_rows_where(conn, obs, [(key, f"{col} >= {lo} AND {col} < {hi}")
+                                                      for key, lo, hi in ranges])
+
+
+async def count_default_rows_where(conn: Any, obs: TableObservation, preds: list[tuple[str, str]]) -> dict[str, int]:
+    """Rows of the DEFAULT partition matching each (key, SQL predicate); keyed by the key, zero counts left out."""
+    default = obs.default_partition
+    if default is None or not obs.default_rows or not preds:
+        return {}
+    cases = ", ".join(f"count(*) FILTER (WHERE {pred})" for _, pred in preds)
     row = await conn.fetchrow(f"SELECT {cases} FROM {qualified(default.schema, default.name)}")
-    return {key: int(row[i]) for i, (key, _, _) in enumerate(ranges) if row[i]}
+    return {key: int(row[i]) for i, (key, _) in enumerate(preds) if row[i]}

@@ -193,6 +193,18 @@ async def _record(conn: Any, resource: str, step: Step, started: datetime, resul
         await conn.executemany(HISTORY_INSERT, rows)
 
 
+async def _undo(conn: Any, resource: str, step: Step) -> None:
+    """One attempt (under lockTimeout); if it fails too, the next run resumes where this one stopped."""
+    started = datetime.now(UTC)
+    undo = Step(kind="undo_" + step.kind, target=step.target, statements=step.undo, group=step.group)
+    stmts: list[StatementResult] = []
+    try:
+        await _run_step_once(conn, undo, stmts)
+    except asyncpg.PostgresError:
+        pass  # recorded in stmts
+    await _record(conn, resource, undo, started, stmts)
+
+
 async def run_plan(
     conn: Any,
     plan: Plan,
@@ -250,6 +262,8 @@ async def run_plan(
             sr.statements = [StatementResult(s, sr.outcome, 0.0, sr.error) for s in step.statements]
         if sr.outcome != "ok" and step.group:
             failed_groups.add(step.group)
+        if sr.outcome != "ok" and step.undo:
+            await _undo(conn, resource, step)
         if not (sr.outcome == "ok" and step.transactional and not step.repeat_until_zero):
             await _record(conn, resource, step, started, sr.statements)
         result.steps.append(sr)

@@ -199,6 +199,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS statement_stats_taken_idx ON pgcurator.statement_stats (resource, taken_at);
     """,
+    # 8: a history table made by an operator before the `operator` column existed (no schema_version,
+    # so migration 1's CREATE TABLE IF NOT EXISTS left it as it was)
+    """
+    ALTER TABLE pgcurator.history ADD COLUMN IF NOT EXISTS operator text;
+    """,
 )
 VERSION = len(MIGRATIONS)
 

@@ -6,6 +6,7 @@ the levels together."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -26,13 +27,14 @@ from .partition_ddl import (
     hash_bound,
     list_bound,
     list_literal,
+    list_predicate,
     parse_list_values,
     partition_name,
     range_name,
     sub_for,
     template_drift,
 )
-from .partition_range import RangeLayout, RangePartition, plan_range_level
+from .partition_range import RangeLayout, RangePartition, foreign_name, move_default_steps, plan_range_level
 from .partition_retention import finish_interrupted
 
 # Names other modules (the conversion planner, tests) import from here.
@@ -60,11 +62,33 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
             if have != want:
                 plan.notes.append(f"{name} holds {sorted(have or [])}, the spec says {sorted(want)}: left as is "
                                   "(changing list bounds means moving rows)")
+                homeless = sorted(v for v in want if v not in owner_of_value)
+                if homeless:
+                    # Not Ready: rows of these values find no partition (or land in the DEFAULT).
+                    plan.blocked.append(Blocked("ListValuesDiffer", (
+                        f"values {', '.join(homeless)} of {lp.name!r} have no partition: {name} holds "
+                        f"{', '.join(sorted(have or [])) or 'other values'}; change its bounds yourself (moving "
+                        "rows) or rename the list partition in the spec")))
+            continue
+        if obs.foreign_table(name):
+            plan.blocked.append(foreign_name(parent, name, list_bound(lp)))
             continue
         taken = sorted({owner_of_value[v] for v in want if v in owner_of_value})
         if taken:
             plan.blocked.append(Blocked("ListValuesTaken", f"values of {lp.name!r} are already held by "
                                         f"{', '.join(taken)}; {name} not created"))
+            continue
+        default = obs.default_partition
+        in_default = obs.default_rows_in.get(name, 0) if default is not None else 0
+        if default is not None and in_default > 0:
+            # As for ranges: PostgreSQL refuses the ATTACH while the DEFAULT holds rows of these values.
+            if not spec.default_rows.move:
+                plan.blocked.append(Blocked("DefaultRowsConflict", (
+                    f"{in_default} rows in {default.name} have values of {lp.name!r}: partition {name} is not "
+                    "created (PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
+                continue
+            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, list_predicate(spec.key_column, lp),
+                                                 list_bound(lp), list_bound(lp), sub_for(spec, lp.name), now))
             continue
         plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(
             child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now)),
@@ -78,6 +102,13 @@ def _plan_hash_level(spec: PartitionPolicySpec, h: HashSpec, parent: Parent, par
     if moduli and moduli != {h.modulus}:
         plan.notes.append(f"{parent.name} has hash partitions with modulus {sorted(moduli)}, the spec says "
                           f"{h.modulus}: left as is (changing the modulus means re-partitioning)")
+        held = [(int(m), int(r)) for m, r in re.findall(r"modulus (\d+), remainder (\d+)", " ".join(bounds))]
+        span_ = math.lcm(*(m for m, _ in held))
+        if any(all(x % m != r for m, r in held) for x in range(span_)):
+            # Not Ready: some hash values have no partition, so rows with them are refused.
+            plan.blocked.append(Blocked("HashModulusDiffers", (
+                f"{parent.name} has hash partitions with modulus {sorted(moduli)} that do not cover every hash "
+                f"value, and the spec says modulus {h.modulus}: re-partition it yourself")))
         return
     for r in range(h.modulus):
         bound = hash_bound(h.modulus, r)
@@ -137,10 +168,13 @@ def plan_policy(spec: PartitionPolicySpec, obs: TableObservation, now: datetime)
         dname = default_partition_name(t.name)
         if any(p.name == dname for p in obs.partitions):
             raise PlanError(f"{dname} exists but is not the DEFAULT partition", reason="NameConflict")
-        plan.steps.append(Step(kind="create_default", target=dname, group=dname, statements=(
-            create_table_sql(root, dname, spec, None),
-            f"ALTER TABLE {qualified(t.schema_, t.name)} ATTACH PARTITION {qualified(t.schema_, dname)} DEFAULT",
-        )))
+        if obs.foreign_table(dname):
+            plan.blocked.append(foreign_name(root, dname, "DEFAULT"))
+        else:
+            plan.steps.append(Step(kind="create_default", target=dname, group=dname, statements=(
+                create_table_sql(root, dname, spec, None),
+                f"ALTER TABLE {qualified(t.schema_, t.name)} ATTACH PARTITION {qualified(t.schema_, dname)} DEFAULT",
+            )))
 
     layout: RangeLayout | None = None
     if spec.range is not None:

@@ -30,6 +30,7 @@ from .partition import (
     list_bound,
     range_name,
 )
+from .partition_ddl import WALL_CLOCK
 from .ranges import IntGrid, Period, TimeGrid, render_bound
 
 MAX_PARTITIONS = 5000
@@ -221,10 +222,10 @@ def refusals(spec: PartitionPolicySpec, obs: TableObservation, plain: PlainTable
     return out
 
 
-def _range_periods(spec: PartitionPolicySpec, plain: PlainTable, now: datetime) -> list[Period]:
+def _range_periods(spec: PartitionPolicySpec, plain: PlainTable, now: datetime, ctype: str) -> list[Period]:
     """Every period from the oldest row to now (or the highest key) plus premake: no row is left out."""
     r = spec.rng
-    ahead = desired_range_periods(r, now, plain.max_key if isinstance(plain.max_key, int) else None)
+    ahead = desired_range_periods(r, now, plain.max_key if isinstance(plain.max_key, int) else None, ctype)
     if plain.min_key is None:
         return ahead
     periods: list[Period] = []
@@ -279,7 +280,9 @@ def shadow_statements(spec: PartitionPolicySpec, obs: TableObservation, plain: P
     if spec.range is not None:
         tz = ZoneInfo(spec.range.time_zone)
         ctype = obs.column_types[spec.key_column]
-        for p in _range_periods(spec, plain, now):
+        for p in _range_periods(spec, plain, now, ctype):
+            if ctype == WALL_CLOCK and render_bound(p.lower, ctype, tz) == render_bound(p.upper, ctype, tz):
+                continue  # the hour repeated when clocks go back: empty in wall-clock terms
             name = range_name(t.name, spec.range, p.lower)
             bound = (f"FOR VALUES FROM ({render_bound(p.lower, ctype, tz)}) TO ({render_bound(p.upper, ctype, tz)})")
             stmts += child_statements(parent, name, bound, spec, spec.subpartition, obs.column_types, now)

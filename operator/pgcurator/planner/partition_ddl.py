@@ -33,12 +33,32 @@ def partition_name(spec: PartitionPolicySpec, lower: datetime | int) -> str:
     return range_name(spec.table.name, spec.rng, lower)
 
 
-def desired_range_periods(r: RangeSpec, now: datetime, max_key: int | None) -> list[Period]:
-    """The period holding `now` (or the highest integer key) and `premake` after it."""
+WALL_CLOCK = "timestamp without time zone"
+
+
+def desired_range_periods(r: RangeSpec, now: datetime, max_key: int | None,
+                          column_type: str | None = None) -> list[Period]:
+    """The period holding `now` (or the highest integer key) and `premake` after it.
+
+    For a wall-clock column (`timestamp without time zone`) the count is in wall-clock terms: an
+    hour that repeats when clocks go back is one empty period there ([01:00, 01:00)), so it is
+    skipped and one more period is taken, or the window would end an hour short (a hole)."""
     if r.interval is not None:
         grid = grid_of(r)
         start = grid.start_of(now)
-        return [grid.period(grid.shift(start, k)) for k in range(r.premake + 1)]
+        if column_type != WALL_CLOCK:
+            return [grid.period(grid.shift(start, k)) for k in range(r.premake + 1)]
+        tz = ZoneInfo(r.time_zone)
+        periods: list[Period] = []
+        k = 0
+        while len(periods) < r.premake + 1:
+            p = grid.period(grid.shift(start, k))
+            k += 1
+            lo, hi = p.lower, p.upper
+            assert isinstance(lo, datetime) and isinstance(hi, datetime)
+            if lo.astimezone(tz).replace(tzinfo=None) < hi.astimezone(tz).replace(tzinfo=None):
+                periods.append(p)
+        return periods
     assert r.width is not None
     igrid = IntGrid(r.width)
     istart = igrid.start_of(max_key if max_key is not None else 0)
@@ -55,6 +75,11 @@ def list_literal(v: str | int) -> str:
 
 def list_bound(p: ListPartition) -> str:
     return "FOR VALUES IN (" + ", ".join(list_literal(v) for v in p.values) + ")"
+
+
+def list_predicate(column: str, p: ListPartition) -> str:
+    """Rows of list partition `p`, as a predicate (for the DEFAULT partition's rows of its values)."""
+    return f"{ident(column)} IN (" + ", ".join(list_literal(v) for v in p.values) + ")"
 
 
 def hash_bound(modulus: int, remainder: int) -> str:
@@ -156,7 +181,7 @@ def child_statements(
             assert sub.range is not None
             ctype = column_types[sub.range.column]
             tz = ZoneInfo(sub.range.time_zone)
-            for period in desired_range_periods(sub.range, now, None):
+            for period in desired_range_periods(sub.range, now, None, ctype):
                 leaf = range_name(name, sub.range, period.lower)
                 b = (f"FOR VALUES FROM ({render_bound(period.lower, ctype, tz)}) "
                      f"TO ({render_bound(period.upper, ctype, tz)})")

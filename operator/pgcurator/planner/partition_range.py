@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from ..catalog.partitions import PartitionInfo, TableObservation
+from ..catalog.partitions import PartitionInfo, TableObservation, move_marker
 from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
-from ..sql.quote import fit_identifier, ident, qualified
+from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
 from .partition_retention import retention_steps
@@ -83,9 +83,9 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     parts, _ = parse_parts(obs, column_type, tz)
     covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
     # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
-    names = {p.name for p in obs.partitions}
+    names = {p.name for p in obs.partitions} | {n for n in obs.loose_tables if obs.foreign_table(n)}
     out: list[NewRange] = []
-    for period in desired_range_periods(r, now, obs.max_key):
+    for period in desired_range_periods(r, now, obs.max_key, column_type):
         want = clamp_to_type(period.lower, period.upper, column_type, tz)
         if want is None:
             continue  # beyond what the column's type can hold
@@ -132,6 +132,9 @@ def plan_range_level(
                 reason="NameConflict",
             )
         lo, hi, bound = render_range(new.lower, new.upper, column_type, tz)
+        if obs.foreign_table(name):
+            plan.blocked.append(foreign_name(parent, name, f"[{lo}, {hi})"))
+            continue
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
             if not spec.default_rows.move:
@@ -139,7 +142,9 @@ def plan_range_level(
                     f"{in_default} rows in {default.name} fall in [{lo}, {hi}): partition {name} is not created "
                     "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
                 continue
-            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, lo, hi, bound, sub, now))
+            key = ident(spec.key_column)
+            plan.steps.extend(move_default_steps(spec, parent, obs, default, name, f"{key} >= {lo} AND {key} < {hi}",
+                                                 f"[{lo}, {hi})", bound, sub, now))
             planned += 1
             continue
         steps: list[Step] = []
@@ -168,7 +173,8 @@ def plan_range_level(
 
     if root_level:
         ends = [(p.info, p.upper) for p in parts]
-        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned))
+        plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned,
+                                          default_planned=any(s.kind == "create_default" for s in plan.steps)))
 
     covered: Bound = None
     if parts:
@@ -177,11 +183,19 @@ def plan_range_level(
     return RangeLayout(column_type, parts, unparsed, covered)
 
 
+def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
+    return Blocked("NameConflict", (
+        f"{parent.schema}.{name} exists as a table pgcurator did not create (e.g. one detached by hand, with its "
+        f"rows): partition {what} is not created, as CREATE TABLE IF NOT EXISTS and ATTACH would adopt it; "
+        "rename or drop it, or attach it yourself"))
+
+
 def move_default_steps(
     spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
-    lo: str, hi: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
+    where: str, what: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
 ) -> list[Step]:
-    """Move the DEFAULT partition's rows of [lo, hi) into a new partition, then attach it.
+    """Move the DEFAULT partition's rows matching `where` (`what`, e.g. [lo, hi)) into a new
+    partition, then attach it.
 
     Each batch is one statement (DELETE ... RETURNING feeding INSERT), so a row is always in
     exactly one place; a crash between batches resumes with the next batch. The last batch and
@@ -191,8 +205,6 @@ def move_default_steps(
     col_list = ", ".join(ident(c) for c in cols)
     dq = qualified(default.schema, default.name)
     target = qualified(parent.schema, name)
-    key = ident(spec.key_column)
-    where = f"{key} >= {lo} AND {key} < {hi}"
     batch = spec.default_rows.batch_rows
     move_batch = (f"WITH moved AS (DELETE FROM {dq} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {dq} WHERE {where} "
                   f"LIMIT {batch})) RETURNING {col_list}) INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE "
@@ -200,13 +212,22 @@ def move_default_steps(
     move_rest = (f"WITH moved AS (DELETE FROM {dq} WHERE {where} RETURNING {col_list}) "
                  f"INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
     create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False)
+    # Marked as ours while detached: a later run resumes into it, and never into someone else's table.
+    create.append(f"COMMENT ON TABLE {target} IS {literal(move_marker(parent.schema, parent.root))}")
     pq = qualified(parent.schema, parent.name)
     attach = f"ALTER TABLE {pq} ATTACH PARTITION {target} {bound}"
+    move_back = (f"WITH moved AS (DELETE FROM {target} RETURNING {col_list}) INSERT INTO {dq} ({col_list}) "
+                 f"OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
     return [
         Step(kind="create_detached", target=name, statements=tuple(create), group=name,
              description="new partition, attached once the DEFAULT partition's rows are in it"),
+        # Moved rows are invisible until the ATTACH: no row moves unless the parent's lock can be had
+        # now (under lockTimeout); should the ATTACH still not get it, `undo` moves them back.
+        Step(kind="check_parent_lock", target=name, group=name,
+             statements=(f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",),
+             description="the ATTACH that ends the move will get its lock"),
         Step(kind="move_default_rows", target=name, statements=(move_batch,), group=name, repeat_until_zero=True,
-             description=f"move rows of [{lo}, {hi}) out of {default.name}, {batch} per transaction"),
+             undo=(move_back,), description=f"move rows of {what} out of {default.name}, {batch} per transaction"),
         # The parent is locked first, in a mode that conflicts with the writers' ROW EXCLUSIVE: an
         # INSERT then waits before it routes its row, and routes it to the attached partition once
         # this commits. Locking only the DEFAULT partition let an INSERT route its row there, wait,
@@ -214,6 +235,7 @@ def move_default_steps(
         # stay writable directly.
         Step(kind="attach_moved", target=name, group=name, statements=(
             f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
-            f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest, attach),
+            f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest,
+            f"COMMENT ON TABLE {target} IS NULL", attach), undo=(move_back,),
             description="move the rows written meanwhile and attach, holding writers off the table"),
     ]

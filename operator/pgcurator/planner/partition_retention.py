@@ -70,7 +70,8 @@ def archive_steps(parent: Parent, name: str, retention: Retention) -> list[Step]
 
 
 def retention_steps(retention: Retention | None, r: RangeSpec, parent: Parent, obs: TableObservation,
-                    uppers: list[tuple[PartitionInfo, Bound]], now: datetime, planned: int = 0) -> list[Step]:
+                    uppers: list[tuple[PartitionInfo, Bound]], now: datetime, planned: int = 0,
+                    default_planned: bool = False) -> list[Step]:
     """Steps removing the partitions (given with their upper bounds, oldest first) whose whole
     range ends at or before the cutoff; never the last one, unless `planned` partitions are being
     created beside it (else the next run would remove it: a second run must plan nothing)."""
@@ -81,7 +82,9 @@ def retention_steps(retention: Retention | None, r: RangeSpec, parent: Parent, o
            and not p.detach_pending]
     if old and len(uppers) == len(old) and not planned:
         old = old[:-1]  # never the last partition
-    concurrently = obs.default_partition is None
+    # Decided on the state the detach meets: PostgreSQL refuses DETACH CONCURRENTLY once a DEFAULT
+    # partition exists, including one created earlier in this plan (`default_planned`).
+    concurrently = obs.default_partition is None and not default_planned
     pq = qualified(parent.schema, parent.name)
     steps: list[Step] = []
     for p in old:

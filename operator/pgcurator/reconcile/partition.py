@@ -7,14 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..catalog.partitions import TableObservation, count_default_rows_in, observe_table
+from ..catalog.partitions import (
+    TableObservation,
+    count_default_rows_in,
+    count_default_rows_where,
+    observe_table,
+)
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec
 from ..planner.partition import RangeLayout, plan_policy
+from ..planner.partition_ddl import list_predicate
 from ..planner.partition_range import ranges_to_create
 from ..planner.ranges import Bound, render_range
+from ..sql.quote import fit_identifier
 from ..sql.statements import Plan, Step
 from .outcome import Event, Outcome, step_event
 from .partition_cleanup import cleanup_partition_policy
@@ -114,6 +121,12 @@ async def observe_policy(conn: Any, spec: PartitionPolicySpec, now: datetime) ->
             except (ValueError, PlanError):
                 ranges = []  # e.g. a wrong column type: the planner says so
             obs.default_rows_in = await count_default_rows_in(conn, obs, r.column, ranges)
+    elif spec.list is not None and obs.default_rows and obs.relkind == "p":
+        # Keyed by the partition's name: a list partition whose values have rows in the DEFAULT is
+        # held back or moved, never attached (PostgreSQL refuses the ATTACH).
+        preds = [(fit_identifier(t.name, "_" + lp.name), list_predicate(spec.list.column, lp))
+                 for lp in spec.list.partitions]
+        obs.default_rows_in = await count_default_rows_where(conn, obs, preds)
     return obs
 
 

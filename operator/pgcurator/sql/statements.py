@@ -24,6 +24,9 @@ class Step:
     # Run the (single) statement again and again, each time in its own transaction, until it
     # reports zero rows: bounded batches of a data move.
     repeat_until_zero: bool = False
+    # Run in one transaction when the step fails or cannot get its lock: puts back what earlier
+    # steps of the group left half-way (e.g. moved rows in a table not attached yet).
+    undo: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
