@@ -156,12 +156,6 @@ class BuildSettingsSpec(StrictModel):
         return parse_quantity(self.memory_budget)
 
 
-class IterativeScan(StrEnum):
-    off = "off"
-    relaxed_order = "relaxed_order"
-    strict_order = "strict_order"
-
-
 class ApplySearchSetting(StrictModel):
     role: Identifier | None = Field(
         default=None,

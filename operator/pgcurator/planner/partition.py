@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from ..catalog.partitions import PartitionInfo, TableObservation
 from ..errors import PlanError
@@ -41,7 +40,7 @@ from .partition_retention import finish_interrupted
 __all__ = [
     "LIKE_OPTIONS", "Parent", "RangeLayout", "RangePartition", "check_table",
     "child_statements", "default_partition_name", "desired_range_periods", "hash_bound", "list_bound",
-    "parse_list_values", "partition_name", "plan_policy", "plan_range", "range_name", "read_layout",
+    "parse_list_values", "partition_name", "plan_policy", "plan_range", "range_name",
 ]
 
 
@@ -197,6 +196,3 @@ def plan_range(spec: PartitionPolicySpec, obs: TableObservation, now: datetime) 
     return plan, layout
 
 
-def read_layout(spec: PartitionPolicySpec, obs: TableObservation) -> RangeLayout:
-    _, layout = plan_range(spec, obs, datetime.now(ZoneInfo("UTC")))
-    return layout

@@ -65,10 +65,6 @@ def desired_range_periods(r: RangeSpec, now: datetime, max_key: int | None,
     return [igrid.period(igrid.shift(istart, k)) for k in range(r.premake + 1)]
 
 
-def desired_periods(spec: PartitionPolicySpec, now: datetime, max_key: int | None) -> list[Period]:
-    return desired_range_periods(spec.rng, now, max_key)
-
-
 def list_literal(v: str | int) -> str:
     return str(v) if isinstance(v, int) else literal(v)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..catalog.partitions import PartitionInfo, TableObservation, retention_marker
-from ..models.partition import PartitionPolicySpec, RangeSpec, Retention, RetentionAction
+from ..models.partition import RangeSpec, Retention, RetentionAction
 from ..sql.quote import ident, literal, qualified
 from ..sql.statements import Plan, Step
 from .partition_ddl import Parent, grid_of
@@ -25,10 +25,6 @@ def retention_cutoff_for(r: RangeSpec, retention: Retention | None, now: datetim
         return None
     igrid = IntGrid(r.width)
     return igrid.shift(igrid.start_of(max_key), -retention.keep)
-
-
-def retention_cutoff(spec: PartitionPolicySpec, now: datetime, max_key: int | None) -> datetime | int | None:
-    return retention_cutoff_for(spec.rng, spec.retention, now, max_key)
 
 
 def finish_interrupted(parent: Parent, obs: TableObservation, retention: Retention | None, plan: Plan) -> None:

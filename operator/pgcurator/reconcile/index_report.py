@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..catalog.index_usage import btree_bloat, load_snapshots
-from ..catalog.indexes import IndexInfo, IndexObservation
+from ..catalog.indexes import IndexObservation
 from ..db.snapshots import record_snapshot
 from ..models.common import parse_duration
 from ..models.index import IndexPolicySpec
@@ -123,5 +123,3 @@ def _sum_bloat(parts: list[dict[str, Any]] | None) -> dict[str, Any] | None:
             "bloatPercent": round(100.0 * extra / (pages * 8192), 1) if pages else 0.0}
 
 
-def describe(info: IndexInfo) -> str:
-    return f"{info.name} ({info.method}, {info.size_bytes} bytes, {info.scans} scans)"
