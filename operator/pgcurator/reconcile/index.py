@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ..catalog.indexes import IndexObservation, observe_indexes, reference_definitions, reread_indexes
@@ -13,6 +12,7 @@ from ..models.index import IndexPolicySpec
 from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 from .index_build import BuildRun, execute
 from .index_claims import INDEX, claim_indexes, conflict_message, managed_by_others, release_undeclared
@@ -124,8 +124,8 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
     status["conflicts"] = [{"index": n, "managedBy": h} for n, h in sorted(conflicts.items())]
     if run is not None:
         status["lastRun"] = {
-            "startedAt": run.started.isoformat(),
-            "finishedAt": datetime.now(UTC).isoformat(),
+            "startedAt": k8s_time(run.started),
+            "finishedAt": k8s_time(),
             "applied": len(run.applied),
             "failed": len(run.failed),
             "waitingForLock": len(run.lock_waits),

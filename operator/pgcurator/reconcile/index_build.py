@@ -29,6 +29,7 @@ from ..models.index import IndexPolicySpec
 from ..planner.index import BuildJob, IndexPlan
 from ..sql.quote import qualified
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .context import ReconcileContext
 
 log = logging.getLogger("pgcurator")
@@ -279,5 +280,5 @@ async def _poll(ctx: ReconcileContext, running: dict[int, BuildJob], counter: di
             builds = []
         await ctx.progress({"progress": {
             "builds": builds, "jobsDone": counter["done"], "jobsTotal": total,
-            "updatedAt": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "updatedAt": k8s_time(),
         }})

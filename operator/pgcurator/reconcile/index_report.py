@@ -16,6 +16,7 @@ from ..models.common import parse_duration
 from ..models.index import IndexPolicySpec
 from ..planner.index import new_name, old_name
 from ..planner.index_analysis import find_overlaps, usage_over_window
+from ..timefmt import k8s_time, k8s_time_or_none
 from .context import ReconcileContext
 
 log = logging.getLogger("pgcurator")
@@ -23,7 +24,7 @@ MAX_LISTED = 50
 
 
 def _ts(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
+    return k8s_time_or_none(value)
 
 
 async def analysis_status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObservation) -> dict[str, Any]:
@@ -100,7 +101,7 @@ async def _analysis(conn: Any, spec: IndexPolicySpec, obs: IndexObservation, now
     for part in obs.partitions:
         invalid.extend(f"{part.name}.{i.name}" for i in part.indexes if not i.valid)
     return {
-        "takenAt": now.isoformat(),
+        "takenAt": k8s_time(now),
         "statsReset": _ts(obs.stats_reset),
         "unusedWindow": spec.analysis.unused_after,
         "indexes": rows[:MAX_LISTED],

@@ -23,6 +23,7 @@ from ..planner.partition_range import ranges_to_create
 from ..planner.ranges import Bound, render_range
 from ..sql.quote import fit_identifier
 from ..sql.statements import Plan, Step
+from ..timefmt import k8s_time
 from .outcome import Event, Outcome, step_event
 from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
@@ -89,8 +90,8 @@ def layout_status(spec: PartitionPolicySpec, obs: TableObservation, layout: Rang
 
 def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
     return {
-        "startedAt": started.isoformat(),
-        "finishedAt": datetime.now(UTC).isoformat(),
+        "startedAt": k8s_time(started),
+        "finishedAt": k8s_time(),
         "applied": len(run.applied),
         "failed": len(run.failed),
         "waitingForLock": len(run.lock_waits),

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..catalog.partitions import TableObservation
 from ..models.partition import PartitionPolicySpec
+from ..timefmt import k8s_time
 
 # One snapshot per table per this interval: the schedule may run far more often.
 SNAPSHOT_EVERY = timedelta(minutes=10)
@@ -41,5 +42,5 @@ async def record_and_summarise(conn: Any, spec: PartitionPolicySpec, obs: TableO
         if days >= 1 / 24:  # at least an hour of history before a rate means anything
             summary["rowsPerDay"] = round((total_rows - int(week_ago["rows"])) / days)
             summary["bytesPerDay"] = round((total_bytes - int(week_ago["bytes"])) / days)
-            summary["since"] = week_ago["captured_at"].isoformat()
+            summary["since"] = k8s_time(week_ago["captured_at"])
     return summary
