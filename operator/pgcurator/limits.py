@@ -23,6 +23,8 @@ DETAIL_TEXT = 500
 STATUS_NOTES = 20
 # Ours: examples shown of a longer list (validation errors, statements of a step, notices).
 SHOWN_ITEMS = 5
+# Our choice: items a status list (runs, drift, undeclared indexes) keeps, so the object stays small.
+STATUS_LIST = 50
 # Ours: how much of a rejected input is quoted back in an error (enough to recognise it, never
 # a whole pasted secret or file).
 INPUT_ECHO = 40

@@ -185,3 +185,10 @@ def test_texts_for_the_sample() -> None:
     assert parameter_count("SELECT id FROM t WHERE a = $1 AND b = $3") == 3
     assert rewrite_table("SELECT id FROM t WHERE user_id = $1", T, "s", KNOWN) == \
         "SELECT id FROM pg_temp.s AS t WHERE user_id = $1"
+
+
+def test_a_long_multibyte_suggestion_name_fits_63_bytes_and_stays_distinct() -> None:
+    from pgcurator.planner.advice import _short
+
+    a, b = _short("idx_" + "é" * 40 + "_a"), _short("idx_" + "é" * 40 + "_b")
+    assert len(a.encode()) <= 63 and len(b.encode()) <= 63 and a != b

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..catalog.advice import ColumnStats, ExistingIndex, TableStats
+from ..sql.quote import fit_identifier
 from .advice_parse import Conjunct, Kind, TableKey, Usage, quote_name
 
 RARE = 0.1  # a constant equality selecting at most this fraction of rows goes into WHERE
@@ -112,7 +113,8 @@ class Candidate:
 
 
 def _short(name: str) -> str:
-    return name[:63]
+    # 63 bytes, not characters, and never two long names cut to the same one
+    return fit_identifier(name, "")
 
 
 def _why(u: Usage, c: Candidate) -> str:

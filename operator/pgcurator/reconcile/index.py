@@ -8,6 +8,7 @@ from ..catalog.indexes import IndexObservation, observe_indexes, reference_defin
 from ..db.executor import TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..db.ownership import owner_of, release_all
+from ..limits import SHOWN_ITEMS, STATUS_LIST, STATUS_NOTES
 from ..models.index import IndexPolicySpec
 from ..planner.index import IndexPlan, plan_indexes, reference_statements
 from ..sql.quote import qualified
@@ -119,8 +120,8 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
         status["partitions"] = rows[:MAX_STATUS_ROWS]
         status["partitionCount"] = len(obs.partitions)
     # Always written (status is merge-patched: an absent key would keep an old value).
-    status["notes"] = plan.notes[:20]
-    status["undeclared"] = plan.prunable[:50]
+    status["notes"] = plan.notes[:STATUS_NOTES]
+    status["undeclared"] = plan.prunable[:STATUS_LIST]
     status["conflicts"] = [{"index": n, "managedBy": h} for n, h in sorted(conflicts.items())]
     if run is not None:
         status["lastRun"] = {
@@ -129,7 +130,7 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
             "applied": len(run.applied),
             "failed": len(run.failed),
             "waitingForLock": len(run.lock_waits),
-            "builds": [r for r in run.rows if r["partition"] is None][:50],
+            "builds": [r for r in run.rows if r["partition"] is None][:STATUS_LIST],
             "changes": [
                 {"step": s.step.kind, "target": s.step.target, "outcome": s.outcome, "ms": round(s.duration_ms, 1),
                  **({"error": s.error} if s.error else {})}
@@ -151,7 +152,7 @@ def _summary(status: dict[str, Any]) -> str:
 def _outcome(run: BuildRun, status: dict[str, Any]) -> Outcome:
     failed_rows = [r for r in run.rows if not r.get("success") and r.get("state") != "waitingForLock"]
     if failed_rows and status.get("partitioned"):
-        names = ", ".join(f"{r['partition']}/{r['index']}" for r in failed_rows[:5])
+        names = ", ".join(f"{r['partition']}/{r['index']}" for r in failed_rows[:SHOWN_ITEMS])
         first = failed_rows[0].get("error", "")
         return Outcome.degraded(
             "PartitionBuildFailed",
@@ -187,7 +188,7 @@ def _invalid_outcome(names: list[str], status: dict[str, Any]) -> Outcome:
     # partitioned index with a partition pgcurator does not index (see status.partitions).
     return Outcome.degraded(
         "IndexInvalid",
-        f"{len(names)} declared indexes exist INVALID and could not be repaired ({', '.join(names[:5])}); "
+        f"{len(names)} declared indexes exist INVALID and could not be repaired ({', '.join(names[:SHOWN_ITEMS])}); "
         + _summary(status),
         status, requeue_after=FAILED_RETRY_SECONDS,
     )

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from ..catalog.indexes import IndexObservation
+from ..limits import EVENT_MESSAGE
 from ..models.index import IndexPolicySpec
 from .advice import AdviceOptions, advise
 from .context import ReconcileContext
@@ -39,5 +40,5 @@ async def suggestions_status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: 
                  f"{report.failures[0].candidate.definition(concurrently=False)}: "
                  f"{report.failures[0].error.splitlines()[0]}"] if report.failures else []
         parts += [f"missing {p['privilege']}: {p['grant']}" for p in report.privileges]
-        await ctx.event(Event("Warning", "SuggestionsIncomplete", "; ".join(parts)[:1000]))
+        await ctx.event(Event("Warning", "SuggestionsIncomplete", "; ".join(parts)[:EVENT_MESSAGE]))
     return out

@@ -16,6 +16,7 @@ from ..catalog.partitions import (
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..errors import PlanError
+from ..limits import STATUS_LIST, STATUS_NOTES
 from ..models.partition import PartitionPolicySpec
 from ..planner.partition import RangeLayout, plan_policy
 from ..planner.partition_ddl import list_predicate
@@ -84,7 +85,7 @@ def layout_status(spec: PartitionPolicySpec, obs: TableObservation, layout: Rang
     if layout.unparsed:
         status["unmanagedPartitions"] = [p.name for p in layout.unparsed]
     if layout.drift:
-        status["templateDrift"] = layout.drift[:50]
+        status["templateDrift"] = layout.drift[:STATUS_LIST]
     return status
 
 
@@ -99,7 +100,7 @@ def _run_summary(run: RunResult, started: datetime) -> dict[str, Any]:
             {"step": s.step.kind, "target": s.step.target, "outcome": s.outcome, "ms": round(s.duration_ms, 1),
              **({"error": s.error} if s.error else {})}
             for s in run.steps
-        ][:50],
+        ][:STATUS_LIST],
     }
 
 
@@ -156,7 +157,7 @@ async def reconcile_partition_policy(
         status = layout_status(spec, obs, layout, now)
         status["plan"] = plan.statements() if (spec.dry_run or spec.suspend) else []
         if plan.notes:
-            status["notes"] = plan.notes[:20]
+            status["notes"] = plan.notes[:STATUS_NOTES]
         if spec.dry_run or spec.suspend:
             mode = "dryRun" if spec.dry_run else "suspended"
             if plan.empty:
@@ -190,7 +191,7 @@ async def reconcile_partition_policy(
             if moved:
                 status["defaultRowsMoved"] = moved
             if plan.notes:
-                status["notes"] = plan.notes[:20]
+                status["notes"] = plan.notes[:STATUS_NOTES]
         status["statistics"] = await record_and_summarise(conn, spec, obs, resource)
     if run.failed:
         first = run.failed[0]
@@ -216,7 +217,7 @@ def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome
     """Steps the planner would not attempt make the resource Degraded; everything else still ran."""
     if not plan.blocked:
         return outcome
-    status["blocked"] = [b.message for b in plan.blocked[:20]]
+    status["blocked"] = [b.message for b in plan.blocked[:STATUS_NOTES]]
     # The first held-back step's reason names the condition; its message says which step and why.
     return Outcome.degraded(plan.blocked[0].reason, "; ".join(b.message for b in plan.blocked[:3]), status)
 
