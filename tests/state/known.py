@@ -41,7 +41,7 @@ KNOWN: list[Known] = [
 FOUND: list[Known] = [
 ]
 
-# Found by differential re-runs in the explorer (see attribute()).
+# Found by differential re-runs in the explorer (see exploring.explore()).
 PRUNE_OTHERS = Known("prune-drops-others", "issue 12 item 7 (branch index)", lambda b: False)
 
 

@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 from hypothesis import given
 
-from . import known
+from . import exploring, known
+from .exploring import explore_settings
 from .harness import Harness
 from .index_states import IndexCase, build_index_case, index_cases, step_index
 from .invariants import Broken
-from .tally import bump, distinct
-from .test_partition_states import explore_settings
+from .tally import distinct
 
 pytestmark = pytest.mark.integration
 KIND = "IndexPolicy"
@@ -28,31 +28,14 @@ def run_index_case(h: Harness, case: IndexCase) -> None:
     h.run(go(), timeout=180)
 
 
-def _breaks(h: Harness, case: IndexCase, invariant: str) -> bool:
-    try:
-        run_index_case(h, case)
-    except Broken as b:
-        return b.invariant == invariant
-    return False
-
-
 def explore_index(h: Harness, case: IndexCase) -> None:
-    try:
-        run_index_case(h, case)
-    except Broken as b:
-        k = known.by_symptom(b)
-        if k is None and case.settings and not _breaks(h, dataclasses.replace(case, settings={}), b.invariant):
-            culprits = [n for n, v in case.settings.items()
-                        if _breaks(h, dataclasses.replace(case, settings={n: v}), b.invariant)]
-            raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET "
-                         f"{ {n: case.settings[n] for n in culprits} or case.settings}]",
-                         b.result) from b
-        if k is None and case.prune and case.other_resource and not _breaks(
-                h, dataclasses.replace(case, prune=False), b.invariant):
-            k = known.PRUNE_OTHERS
-        if k is None:
-            raise
-        bump(KIND, f"known defects hit: {k.key}")
+    def prune_only(b: Broken) -> known.Known | None:
+        if case.prune and case.other_resource and not exploring.breaks(
+                run_index_case, h, dataclasses.replace(case, prune=False), b.invariant):
+            return known.PRUNE_OTHERS
+        return None
+
+    exploring.explore(run_index_case, KIND, h, case, also=prune_only)
 
 
 @explore_settings(25)

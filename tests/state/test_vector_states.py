@@ -9,11 +9,10 @@ import dataclasses
 import pytest
 from hypothesis import given
 
-from . import known
+from . import exploring
+from .exploring import explore_settings
 from .harness import Harness
-from .invariants import Broken
-from .tally import bump, distinct
-from .test_partition_states import explore_settings
+from .tally import distinct
 from .vector_states import KIND, VectorCase, build_vector_case, step_vector, vector_cases
 
 pytestmark = pytest.mark.integration
@@ -28,27 +27,7 @@ def run_vector_case(h: Harness, case: VectorCase) -> None:
     h.run(go(), timeout=180)
 
 
-def _breaks(h: Harness, case: VectorCase, invariant: str) -> bool:
-    try:
-        run_vector_case(h, case)
-    except Broken as b:
-        return b.invariant == invariant
-    return False
-
-
 @explore_settings(15)
 @given(case=vector_cases())
 def test_vector_index_in_every_state(harness: Harness, case: VectorCase) -> None:
-    try:
-        run_vector_case(harness, case)
-    except Broken as b:
-        k = known.by_symptom(b)
-        if k is None and case.settings and not _breaks(harness, dataclasses.replace(case, settings={}), b.invariant):
-            culprits = [n for n, v in case.settings.items()
-                        if _breaks(harness, dataclasses.replace(case, settings={n: v}), b.invariant)]
-            raise Broken(b.invariant, f"{b.detail} [only with ALTER DATABASE SET "
-                         f"{ {n: case.settings[n] for n in culprits} or case.settings}]",
-                         b.result) from b
-        if k is None:
-            raise
-        bump(KIND, f"known defects hit: {k.key}")
+    exploring.explore(run_vector_case, KIND, harness, case)
