@@ -121,7 +121,7 @@ def describe_statement(record: Any | None) -> str:
     text = " ".join(str(record.query).split())
     if len(text) > MAX_SHOWN_QUERY:
         text = text[:MAX_SHOWN_QUERY] + "..."
-    names = [a for a in (record.args or ()) if isinstance(a, str)][:4]
+    names = [a for a in (record.args or ()) if isinstance(a, str)][:SHOWN_ITEMS]
     return text + (f" (with {', '.join(names)})" if names else "")
 
 

@@ -25,6 +25,8 @@ STATUS_NOTES = 20
 SHOWN_ITEMS = 5
 # Our choice: items a status list (runs, drift, undeclared indexes) keeps, so the object stays small.
 STATUS_LIST = 50
+# Ours: column-statistics entries a DatabaseMonitor status lists (the largest tables' columns).
+STATUS_COLUMNS = 200
 # Ours: how much of a rejected input is quoted back in an error (enough to recognise it, never
 # a whole pasted secret or file).
 INPUT_ECHO = 40

@@ -85,7 +85,7 @@ def load_documents(path: str) -> list[dict[str, Any]]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise BadInput(f"{path} is not valid YAML{where}: {exc.problem or exc}") from None
     except Exception as exc:  # the YAML library's other refusals (bad dates, nesting too deep...)
-        raise BadInput(f"{path} is not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise BadInput(f"{path} is not valid YAML: {type(exc).__name__}: {str(exc)[:STATUS_TEXT]}") from None
     docs = [d for d in docs if d is not None]
     if not docs:
         raise BadInput(f"{path} holds no resource")

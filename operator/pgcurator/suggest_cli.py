@@ -25,7 +25,7 @@ from .catalog.advice import Statement
 from .db.params import params_from_url
 from .db.pools import PoolRegistry
 from .errors import CuratorError
-from .limits import K8S_NAME
+from .limits import K8S_NAME, SHOWN_ITEMS, STATUS_TEXT
 from .models.index import IndexPolicySpec
 from .reconcile.advice import AdviceOptions, AdviceReport, Suggestion, advise
 
@@ -144,6 +144,6 @@ def render(report: AdviceReport, secret_name: str) -> str:
             if s.measured_before_ms is not None:
                 notes.append(f"  measured on the sample copy: {s.measured_before_ms:.1f} ms -> "
                              f"{s.measured_after_ms or 0:.1f} ms")
-            notes += [f"  {st.query[:160]}" for st in s.statements[:3]]
+            notes += [f"  {st.query[:STATUS_TEXT]}" for st in s.statements[:SHOWN_ITEMS]]
         docs.append(_comment("\n".join(notes)) + "\n" + body)
     return "\n".join(head) + "\n" + "".join("---\n" + d for d in docs)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from pglast import parse_sql
 
 from pgcurator.catalog.advice import ColumnStats, ExistingIndex, TableStats
-from pgcurator.planner.advice import Candidate, Key, candidates_for, propose, served_by
+from pgcurator.planner.advice import Candidate, Key, candidates_for, distinct_name, propose, served_by
 from pgcurator.planner.advice_parse import (
     measurable,
     parameter_count,
@@ -192,3 +192,16 @@ def test_a_long_multibyte_suggestion_name_fits_63_bytes_and_stays_distinct() -> 
 
     a, b = _short("idx_" + "é" * 40 + "_a"), _short("idx_" + "é" * 40 + "_b")
     assert len(a.encode()) <= 63 and len(b.encode()) <= 63 and a != b
+
+
+@given(st.text(alphabet="aé日😀_", min_size=1, max_size=70), st.integers(min_value=1, max_value=12))
+@settings(max_examples=200)
+def test_suggestion_names_stay_distinct_within_63_bytes(stem: str, count: int) -> None:
+    # What PostgreSQL keeps of a name: its first 63 bytes. Every name given must survive that cut
+    # and still differ from the others (a cut by characters let a multi-byte name collide).
+    base = stem.encode()[:63].decode(errors="ignore") or "i"
+    names: set[str] = set()
+    for _ in range(count):
+        names.add(distinct_name(base, names))
+    assert len(names) == count
+    assert all(len(n.encode()) <= 63 for n in names)

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
 from ..sql.quote import MAX_IDENTIFIER_BYTES
-from .hints import hint
+from .hints import echo, hint
 
 # Kubernetes object names (DNS-1123 subdomain, as Secrets use).
 K8S_NAME_PATTERN = hint(
@@ -44,13 +44,13 @@ def check_identifier(value: str) -> str:
         raise ValueError("identifier must not contain a NUL byte")
     if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise ValueError(
-            f"identifier {value[:20]!r}... is {len(value.encode('utf-8'))} bytes; PostgreSQL allows at most "
+            f"identifier {echo(value)} is {len(value.encode('utf-8'))} bytes; PostgreSQL allows at most "
             f"{MAX_IDENTIFIER_BYTES}"
         )
     bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in '"\'.\\;`'})
     if bad or any(seq in value for seq in _FORBIDDEN_SEQUENCES) or value != value.strip():
         raise ValueError(
-            f"identifier {value[:30]!r} contains characters pgcurator refuses (control or format characters, "
+            f"identifier {echo(value)} contains characters pgcurator refuses (control or format characters, "
             "quotes, dots, semicolons, backslashes, backticks, comment or dollar-quote markers, or leading/trailing "
             "spaces): rename it (a schema is given in its own field, never as schema.table)"
         )

@@ -4,6 +4,8 @@ rule with this message next to the pattern) both come from here."""
 
 from __future__ import annotations
 
+from ..limits import INPUT_ECHO
+
 # pattern -> "what it must be, e.g. an example"; filled by the modules that define the patterns.
 PATTERN_HINTS: dict[str, str] = {}
 
@@ -19,5 +21,11 @@ def describe_mismatch(pattern: str | None, value: object) -> str | None:
     text = PATTERN_HINTS.get(pattern or "")
     if text is None:
         return None
-    shown = repr(value[:60] + "...") if isinstance(value, str) and len(value) > 60 else repr(value)
-    return f"{shown} is not {text}"
+    return f"{echo(value)} is not {text}"
+
+
+def echo(value: object) -> str:
+    """A refused value quoted back: enough to recognise it, never a whole pasted secret or file."""
+    if isinstance(value, str) and len(value) > INPUT_ECHO:
+        return repr(value[:INPUT_ECHO] + "...")
+    return repr(value)

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
-from .hints import hint
+from .hints import echo, hint
 
 # A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
 # names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
@@ -18,7 +18,7 @@ MAX_SUFFIX_NAME_BYTES = 52
 
 def check_suffix_name(v: str, field: str) -> str:
     if len(v.encode()) > MAX_SUFFIX_NAME_BYTES:
-        raise ValueError(f"{field} {v[:20]!r}... is {len(v.encode())} bytes; at most {MAX_SUFFIX_NAME_BYTES}, "
+        raise ValueError(f"{field} {echo(v)} is {len(v.encode())} bytes; at most {MAX_SUFFIX_NAME_BYTES}, "
                          "as it becomes the end of a longer name")
     return v
 

@@ -249,3 +249,14 @@ def propose(workload: Sequence[tuple[list[Usage], float]], stats: Mapping[TableK
                     p.statements.append(n)
                     p.weight += weight
     return sorted(found.values(), key=lambda p: (-p.weight, p.candidate.name())), served
+
+
+def distinct_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_<n>` when taken: always within PostgreSQL's 63 bytes, so it stays distinct
+    after PostgreSQL would have cut it (a cut by characters could leave 120 bytes of a
+    multi-byte name, which PostgreSQL then truncates into the name it collided with)."""
+    name, n = base, len(taken)
+    while name in taken:
+        name = fit_identifier(base, f"_{n}")
+        n += 1
+    return name

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..catalog.indexes import SHAPE_TABLE, IndexInfo, IndexObservation, shape_index_name
 from ..errors import PlanError
+from ..limits import STATUS_TEXT
 from ..models.index import IndexDecl, IndexPolicySpec
 from ..sql.quote import fit_identifier, ident, qualified
 from ..sql.statements import Plan, Step
@@ -125,7 +126,7 @@ def shape(definition: str) -> Shape:
     """The comparable part of a `pg_get_indexdef` text: everything but the names and ONLY."""
     m = _DEF_RE.match(definition.strip())
     if not m:
-        raise ValueError(f"not an index definition: {definition[:80]!r}")
+        raise ValueError(f"not an index definition: {definition[:STATUS_TEXT]!r}")
     tail = re.sub(r"\s+", " ", m.group("tail")).strip()
     return Shape(unique=bool(m.group("unique")), tail=tail)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..limits import STATUS_TEXT
+from ..limits import SHOWN_ITEMS, STATUS_TEXT
 from ..sql.quote import ident
 from ..timefmt import k8s_time_or_none
 from .monitor import redact
@@ -110,7 +110,7 @@ def missing_privileges(abilities: Any, want_trigger: bool, want_statements: bool
                            f"role {abilities.role} sees only its own statements in pg_stat_statements",
                            f"GRANT pg_read_all_stats TO {role}"))
     if unreadable_columns:
-        shown = ", ".join(unreadable_columns[:5])
+        shown = ", ".join(unreadable_columns[:SHOWN_ITEMS])
         out.append(Missing("columnStatistics", "ColumnStatisticsHidden",
                            f"pg_stats hides the columns of {len(unreadable_columns)} tables role {abilities.role} "
                            f"may not read (e.g. {shown})",

@@ -21,6 +21,8 @@ from ..sql.statements import Plan, Step
 PEM_SETTING = "pgcurator.tls_pem"
 RELOAD = "SELECT pg_reload_conf()"
 FILE_PREFIX = "tls-"
+# Hex digits of the certificate's fingerprint in its file names: unique per certificate, short to read.
+FINGERPRINT_IN_NAME = 16
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def cleanup_keep(spec: DbTlsCertSpec, files: FileSet, previous: TlsSettings) -> 
 
 def sql_file_set(directory: str, fingerprint: str, with_ca: bool) -> FileSet:
     """New names for every certificate: a half-written file is never one the settings point at."""
-    base = f"{directory}/{FILE_PREFIX}{fingerprint[:16]}"
+    base = f"{directory}/{FILE_PREFIX}{fingerprint[:FINGERPRINT_IN_NAME]}"
     return FileSet(cert=f"{base}.crt", key=f"{base}.key", ca=f"{base}-ca.crt" if with_ca else None)
 
 

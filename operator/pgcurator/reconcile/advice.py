@@ -29,7 +29,7 @@ from ..catalog.advice import (
     read_all_stats,
 )
 from ..limits import DETAIL_TEXT, SHOWN_ITEMS, STATUS_TEXT
-from ..planner.advice import Candidate, Proposal, propose
+from ..planner.advice import Candidate, Proposal, distinct_name, propose
 from ..planner.advice_parse import usages
 from ..sql.quote import ident
 from .advice_check import Failure, HypoCheck, SampleCheck, TableCheck
@@ -228,9 +228,7 @@ async def _check_table(check: TableCheck, props: list[Proposal], statements: lis
         if n not in used:
             report.rejected.append((p.candidate, "another suggestion serves its statements better"))
             continue  # another suggestion serves its statements better
-        name = p.candidate.name()
-        while name in names:
-            name = name[:60] + f"_{len(names)}"
+        name = distinct_name(p.candidate.name(), names)
         names.add(name)
         sug = Suggestion(p.candidate, name, cb, ca, [statements[i] for i in p.statements], p.why)
         if options.measure:

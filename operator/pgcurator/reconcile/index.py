@@ -135,7 +135,7 @@ async def _status(ctx: ReconcileContext, spec: IndexPolicySpec, obs: IndexObserv
                 {"step": s.step.kind, "target": s.step.target, "outcome": s.outcome, "ms": round(s.duration_ms, 1),
                  **({"error": s.error} if s.error else {})}
                 for s in run.steps
-            ][:100],
+            ][:STATUS_LIST],
         }
     if spec.analysis.enabled or spec.suggestions.enabled:
         status.update(await analysis_status(ctx, spec, obs))

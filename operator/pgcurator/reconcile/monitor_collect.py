@@ -9,6 +9,7 @@ from typing import Any
 from .. import metrics
 from ..catalog.monitor_stats import Abilities, read_columns, read_database, read_statements, read_tables
 from ..db import monitor_store as store
+from ..limits import STATUS_COLUMNS
 from ..models.common import parse_duration
 from ..models.monitor import DatabaseMonitorSpec
 from ..planner.monitor import due
@@ -62,7 +63,7 @@ async def collect(ctx: ReconcileContext, spec: DatabaseMonitorSpec, state: dict[
             cols = await read_columns(conn, [(r["schema_name"], r["table_name"]) for r in largest])
             est = {(r["schema_name"], r["table_name"]): int(r["est_rows"]) for r in largest}
             status["statistics"]["columns"] = [column_entry(c, est[(c["schema_name"], c["table_name"])])
-                                               for c in cols][:200]
+                                               for c in cols][:STATUS_COLUMNS]
             seen = {(c["schema_name"], c["table_name"]) for c in cols}
             hidden = [f"{r['schema_name']}.{r['table_name']}" for r in largest
                       if (r["schema_name"], r["table_name"]) not in seen and r["last_analyze"] and r["est_rows"] > 0]

@@ -16,7 +16,7 @@ from ..catalog.partitions import (
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
 from ..errors import PlanError
-from ..limits import STATUS_LIST, STATUS_NOTES
+from ..limits import SHOWN_ITEMS, STATUS_LIST, STATUS_NOTES
 from ..models.partition import PartitionPolicySpec
 from ..planner.partition import RangeLayout, plan_policy
 from ..planner.partition_ddl import list_predicate
@@ -219,7 +219,7 @@ def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome
         return outcome
     status["blocked"] = [b.message for b in plan.blocked[:STATUS_NOTES]]
     # The first held-back step's reason names the condition; its message says which step and why.
-    return Outcome.degraded(plan.blocked[0].reason, "; ".join(b.message for b in plan.blocked[:3]), status)
+    return Outcome.degraded(plan.blocked[0].reason, "; ".join(b.message for b in plan.blocked[:SHOWN_ITEMS]), status)
 
 
 def _ready_message(status: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from ..catalog.partitions import PartitionInfo, observe_table
 from ..db.executor import RETRYABLE, TableLock, lock_retry_delay, record_history
 from ..db.metadata import ensure_metadata
 from ..errors import LockBusy
+from ..limits import SHOWN_ITEMS
 from ..models.common import Timeouts, parse_duration
 from ..models.partition import PartitionPolicySpec
 from ..sql.quote import literal, qualified
@@ -92,7 +93,7 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
             if not dropped:
                 kept.append(p.name)
     if kept:
-        msg = f"kept {len(kept)} partitions that hold rows: {', '.join(kept[:10])}"
+        msg = f"kept {len(kept)} partitions that hold rows: {', '.join(kept[:SHOWN_ITEMS])}"
         log.warning("%s: %s", resource, msg)
         if on_event is not None:
             await on_event(Event("Warning", "PartitionsKept", msg))

@@ -21,6 +21,7 @@ from ..catalog import conversion as cat
 from ..catalog.partitions import observe_table
 from ..db.executor import TableLock, apply_session_limits, record_history
 from ..errors import CuratorError, PlanError
+from ..limits import SHOWN_ITEMS
 from ..models.partition import PartitionPolicySpec
 from ..planner import partition_convert as ddl
 from ..planner.conversion_machine import AFTER_SWAP, Action, Decision, Phase, decide
@@ -185,7 +186,7 @@ async def _prepare(conn: Any, spec: PartitionPolicySpec, facts: cat.ConversionFa
             json.dumps({"keys": keys, "types": [types[k] for k in keys], "oid": oid, "width": width,
                         "layout": ddl.layout_fingerprint(spec), **(carry or {})}))
         await record_history(conn, resource, "convert_prepare", t.name, f"{len(stmts) + len(capture)} statements: "
-                             + "; ".join(stmts[:3]) + " ...", started, (time.perf_counter() - t0) * 1000)
+                             + "; ".join(stmts[:SHOWN_ITEMS]) + " ...", started, (time.perf_counter() - t0) * 1000)
     if emit:
         verb = f"restarting ({d.why})" if d.action is Action.RESTART else "converting"
         await emit(Event("Normal", "ConversionStarted", f"{verb} {t.qualified}: {total} rows, batches of "
