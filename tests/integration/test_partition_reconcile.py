@@ -235,3 +235,20 @@ async def test_cli_plan_prints_statements_without_a_cluster(
         subprocess.run, [sys.executable, "-m", "pgcurator.cli", "plan", "-f", "-", "--database-url", db_url],
         input=resource.read_text().replace("1 month", "13 fortnights"), capture_output=True, text=True)
     assert bad.returncode == 2 and "spec.range.interval" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_years_split_into_months_take_a_row_for_any_day_of_the_window(conn: asyncpg.Connection) -> None:
+    """A range sub-level on the first level's own column: next year's partition had leaves only for
+    the two months after now, so a row for next March had no partition (and the next run's window
+    from now never reached it either)."""
+    await conn.execute(EVENT_LOGS)
+    spec = policy(range={"column": "server_timestamp", "interval": "1 year", "premake": 1},
+                  subpartition={"strategy": "range", "range": {"column": "server_timestamp", "interval": "1 month",
+                                                               "premake": 2}})
+    out = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    assert ready(out), out.conditions
+    assert len(await partitions(conn, "event_logs_p2027")) == 12
+    await conn.execute("INSERT INTO event_logs (player_id, event_type, server_timestamp) SELECT 1, 'login', d "
+                       "FROM generate_series(timestamptz '2026-11-22', '2027-12-31 23:00+00', interval '1 day') d")
+    again = await reconcile_partition_policy(conn, spec, resource=RESOURCE, now=NOW)
+    assert ready(again) and again.conditions[0].reason == "UpToDate", again.status.get("plan")

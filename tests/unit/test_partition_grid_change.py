@@ -109,8 +109,6 @@ def test_time_zone_change_bridges_exactly_the_hole() -> None:
         "FOR VALUES FROM ('2027-03-01 09:00:00+09:00') TO ('2027-04-01 00:00:00+09:00')")
 
 
-@pytest.mark.xfail(strict=True, reason="open: a range sub-level on the first level's own column is planned from "
-                   "`now`, not within each parent's range, so parts of a parent's range have no leaf")
 def test_range_sub_level_on_the_same_column_covers_each_parents_range() -> None:
     s = PartitionPolicySpec.model_validate({
         "database": {"secretName": "db"}, "table": {"name": "event_logs"},
@@ -127,3 +125,92 @@ def test_range_sub_level_on_the_same_column_covers_each_parents_range() -> None:
         leaves = [span(*b, "timestamp with time zone", tz) for c in parent.children
                   if (b := parse_range_bound(c.bound_expr, "timestamp with time zone", tz)) is not None]
         assert not uncovered(own, leaves), f"{parent.name} has no leaf for part of its range"
+
+
+# Sub-grids that may sit under each parent grid on the same column (strictly finer; nesting or not).
+SUB_UNDER = {"1 year": ["1 month", "3 month", "1 week", "1 day"], "3 month": ["1 month", "1 week", "2 day"],
+             "1 month": ["1 week", "1 day", "6 hour"], "1 week": ["1 day", "2 day", "6 hour"],
+             "1 day": ["6 hour", "1 hour"]}
+
+
+def _leaf_gaps(obs_parts: list[PartitionInfo], column_type: str, zone: str, since: datetime) -> list[str]:
+    """Parents whose range from `since` on is not wholly covered by their leaves, and overlaps."""
+    tz = ZoneInfo(zone)
+    problems = []
+    for parent in obs_parts:
+        b = parse_range_bound(parent.bound_expr, column_type, tz)
+        assert b is not None
+        lo, hi = b
+        if hi <= since:  # type: ignore[operator]
+            continue
+        own = span(max(lo, since), hi, column_type, tz)  # type: ignore[type-var]
+        leaves = [span(*lb, column_type, tz) for c in parent.children
+                  if (lb := parse_range_bound(c.bound_expr, column_type, tz)) is not None]
+        if own.lo_key < own.hi_key and uncovered(own, leaves):  # type: ignore[operator]
+            problems.append(f"{parent.name}: part of {parent.bound_expr} has no leaf")
+        for a, c in itertools.combinations(leaves, 2):
+            if a.lo_key < c.hi_key and c.lo_key < a.hi_key:  # type: ignore[operator]
+                problems.append(f"{parent.name}: leaves overlap")
+    return problems
+
+
+@given(parent=st.sampled_from(sorted(SUB_UNDER)), data=st.data(), zone=st.sampled_from(ZONES),
+       column_type=st.sampled_from(TYPES[:2]),
+       now=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
+       later=st.floats(min_value=0.1, max_value=3.0))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_range_sub_level_on_the_parents_column_leaves_no_part_of_a_parent_without_a_leaf(
+        parent: str, data: st.DataObject, zone: str, column_type: str, now: datetime, later: float) -> None:
+    sub = data.draw(st.sampled_from(SUB_UNDER[parent]))
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": parent, "premake": 1, "timeZone": zone},
+        "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": sub,
+                                                        "premake": 1, "timeZone": zone}}})
+    obs = table([], column_type=column_type)
+    n, unit = parent.split()
+    step = TimeGrid(int(n), IntervalUnit(unit), ZoneInfo(zone))
+    for when in (now, step.shift(step.start_of(now), 1) + (now - step.start_of(now)) * later):
+        plan, _ = plan_policy(s, obs, when)
+        obs = apply(obs, plan)
+        assert _leaf_gaps(obs.partitions, column_type, zone, when) == []
+        names = [p.name for p in obs.partitions] + [c.name for p in obs.partitions for c in p.children]
+        assert len(names) == len(set(names)), "two tables would get one name"
+        again, _ = plan_policy(s, obs, when)
+        assert again.steps == [], [st.target for st in again.steps]
+
+
+def test_an_older_layout_with_too_few_leaves_is_completed_from_now() -> None:
+    # What the earlier planner left: next year's parent with leaves for its first two months only.
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 1},
+        "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": "1 month",
+                                                        "premake": 2}}})
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    obs = apply(table([]), plan_policy(s, table([]), now)[0])
+    y2027 = next(p for p in obs.partitions if p.name == "event_logs_p2027")
+    y2027.children = [c for c in y2027.children if c.name.endswith(("2027_01", "2027_02"))]
+    assert len(y2027.children) == 2
+    plan, _ = plan_policy(s, obs, now)
+    made = sorted(st.target for st in plan.steps if st.kind == "create_partition")
+    assert made == [f"event_logs_p2027_p2027_{m:02d}" for m in range(3, 13)]
+    assert _leaf_gaps(apply(obs, plan).partitions, "timestamp with time zone", "UTC", now) == []
+
+
+@pytest.mark.parametrize(("first", "second", "why"), [
+    ({"interval": "1 month"}, {"interval": "1 month"}, "is not shorter than range.interval"),
+    ({"interval": "1 month"}, {"interval": "30 days"}, "is not shorter than range.interval"),
+    ({"interval": "1 day"}, {"interval": "24 hours"}, "is not shorter than range.interval"),
+    ({"interval": "1 month"}, {"width": 10}, "an interval, or both a width"),
+    ({"width": 1000}, {"width": 1000}, "is not smaller than range.width"),
+    ({"interval": "10 years", "premake": 1}, {"interval": "1 hour"}, "more than the 20000 one run creates"),
+])
+def test_a_same_column_sub_level_must_split_its_parent(first: dict[str, object], second: dict[str, object],
+                                                         why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        PartitionPolicySpec.model_validate({
+            "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+            "range": {"column": "server_timestamp", **first},
+            "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", **second}}})
+    assert "e.g." in str(info.value) or "lower the premake" in str(info.value)

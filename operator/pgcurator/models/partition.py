@@ -71,6 +71,32 @@ def parse_interval(text: str) -> tuple[int, IntervalUnit]:
     return int(n), IntervalUnit(unit.removesuffix("s"))
 
 
+# Shortest and longest length of each unit in hours (clock changes, month lengths, leap years).
+_UNIT_HOURS = {IntervalUnit.hour: (1, 1), IntervalUnit.day: (23, 25), IntervalUnit.week: (167, 169),
+               IntervalUnit.month: (672, 745), IntervalUnit.year: (8760, 8785)}
+
+
+def _leaves_per_parent(first: RangeSpec, second: RangeSpec) -> int:
+    """A range sub-level on the first level's own column splits each first-level partition into
+    shorter periods (all of them: a row may land anywhere in its range); at most this many."""
+    example = ("e.g. range.interval '1 year' with subpartition.range.interval '1 month', or range.width "
+               "1000000 with subpartition.range.width 100000")
+    if first.width is not None or second.width is not None:
+        if first.width is None or second.width is None:
+            raise ValueError("subpartition.range on the first level's column: give both levels an interval, or "
+                             f"both a width; {example}")
+        if second.width >= first.width:
+            raise ValueError(f"subpartition.range.width {second.width} is not smaller than range.width "
+                             f"{first.width}: on the same column each partition is split into narrower ones; {example}")
+        return -(-first.width // second.width) + 1
+    (n1, u1), (n2, u2) = first.parsed_interval, second.parsed_interval
+    if n2 * _UNIT_HOURS[u2][1] >= n1 * _UNIT_HOURS[u1][0]:
+        raise ValueError(f"subpartition.range.interval {second.interval!r} is not shorter than range.interval "
+                         f"{first.interval!r}: on the same column each partition is split into shorter periods; "
+                         f"{example}")
+    return -(-(n1 * _UNIT_HOURS[u1][1]) // (n2 * _UNIT_HOURS[u2][0])) + 1
+
+
 def interval_days(text: str) -> float:
     n, unit = parse_interval(text)
     return n * _UNIT_DAYS[unit.value]
@@ -218,7 +244,9 @@ class SubpartitionSpec(StrictModel):
 
     strategy: Literal["hash", "range"] = Field(description="Strategy of the second level.")
     hash: HashSpec | None = Field(default=None, description="For strategy hash.")
-    range: RangeSpec | None = Field(default=None, description="For strategy range (premake applies per parent).")
+    range: RangeSpec | None = Field(default=None, description=(
+        "For strategy range (premake applies per parent; on the first level's own column every parent is "
+        "split whole and premake is not used)."))
     only: list[Identifier] | None = Field(
         default=None,
         max_length=1000,  # at most as many as list partitions; bounded so the CRD can check each name
@@ -295,6 +323,9 @@ class PartitionPolicySpec(CommonSpec):
                  else self.hash.modulus if self.hash else 1)
         sub = self.subpartition
         second = 1 if sub is None else sub.hash.modulus if sub.hash else sub.range.premake + 1 if sub.range else 1
+        if sub is not None and sub.range is not None and self.range is not None and \
+                sub.range.column == self.range.column:
+            second = _leaves_per_parent(self.range, sub.range)
         if first * second > MAX_TABLES_PER_RUN:
             raise ValueError(
                 f"subpartition: {first} first-level partitions with {second} below each are {first * second} tables, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from ..catalog.partitions import PartitionInfo, TableObservation
 from ..errors import PlanError
@@ -35,6 +36,7 @@ from .partition_ddl import (
 )
 from .partition_range import RangeLayout, RangePartition, foreign_name, move_default_steps, plan_range_level
 from .partition_retention import finish_interrupted
+from .ranges import parse_range_bound
 
 # Names other modules (the conversion planner, tests) import from here.
 __all__ = [
@@ -149,8 +151,17 @@ def _plan_sub_level(spec: PartitionPolicySpec, root: Parent, obs: TableObservati
             _plan_hash_level(spec, applies.hash, me, p.children, obs.column_types, now, plan, None)
         elif applies.range is not None:
             child_obs = TableObservation(schema=p.schema, name=p.name, exists=True, relkind="p",
-                                         partitions=p.children, column_types=obs.column_types, columns=obs.columns)
-            plan_range_level(spec, applies.range, me, child_obs, obs.column_types[col], now, plan, False)
+                                         partitions=p.children, column_types=obs.column_types, columns=obs.columns,
+                                         max_key=obs.max_key)
+            inside = None
+            if spec.range is not None and spec.range.column == col:
+                # On the parent's own column: leaves for the rest of this parent's range, not a
+                # window from now that would leave later parents (created by premake) without any.
+                inside = parse_range_bound(p.bound_expr, obs.column_types[col], ZoneInfo(spec.range.time_zone))
+                if inside is None:
+                    plan.notes.append(f"{where}: bound {p.bound_expr!r} not understood; its sub-level is left as is")
+                    continue
+            plan_range_level(spec, applies.range, me, child_obs, obs.column_types[col], now, plan, False, inside)
 
 
 def plan_policy(spec: PartitionPolicySpec, obs: TableObservation, now: datetime) -> tuple[Plan, RangeLayout | None]:

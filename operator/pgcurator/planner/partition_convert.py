@@ -285,7 +285,8 @@ def shadow_statements(spec: PartitionPolicySpec, obs: TableObservation, plain: P
                 continue  # the hour repeated when clocks go back: empty in wall-clock terms
             name = range_name(t.name, spec.range, p.lower)
             bound = (f"FOR VALUES FROM ({render_bound(p.lower, ctype, tz)}) TO ({render_bound(p.upper, ctype, tz)})")
-            stmts += child_statements(parent, name, bound, spec, spec.subpartition, obs.column_types, now)
+            stmts += child_statements(parent, name, bound, spec, spec.subpartition, obs.column_types, now,
+                                      inside=(p.lower, p.upper))
     elif spec.list is not None:
         for lp in spec.list.partitions:
             name = fit_identifier(t.name, "_" + lp.name)

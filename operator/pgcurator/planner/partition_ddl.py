@@ -10,7 +10,20 @@ from zoneinfo import ZoneInfo
 from ..catalog.partitions import PartitionInfo
 from ..models.partition import ListPartition, PartitionPolicySpec, RangeSpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, literal, qualified
-from .ranges import IntGrid, Period, TimeGrid, render_bound
+from .ranges import (
+    Bound,
+    IntGrid,
+    Period,
+    Span,
+    TimeGrid,
+    Value,
+    clamp_to_type,
+    clip,
+    key_suffix,
+    render_bound,
+    render_range,
+    span,
+)
 
 LIKE_OPTIONS = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING GENERATED INCLUDING COMMENTS"
 
@@ -63,6 +76,69 @@ def desired_range_periods(r: RangeSpec, now: datetime, max_key: int | None,
     igrid = IntGrid(r.width)
     istart = igrid.start_of(max_key if max_key is not None else 0)
     return [igrid.period(igrid.shift(istart, k)) for k in range(r.premake + 1)]
+
+
+def periods_within(r: RangeSpec, since: Value, upper: Bound, now: datetime, max_key: int | None,
+                   column_type: str | None = None) -> list[Period]:
+    """The sub-grid's periods from the one holding `since` to `upper` (a range sub-level on its
+    parent's own column: a row may land anywhere in the parent's range, so `premake` does not
+    apply). A parent open at the top (MAXVALUE) gets the usual window."""
+    if upper is None:
+        return desired_range_periods(r, now, max_key, column_type)
+    out: list[Period] = []
+    if r.interval is not None:
+        assert isinstance(since, datetime) and isinstance(upper, datetime)
+        grid = grid_of(r)
+        cur = grid.start_of(since)
+        while cur < upper:
+            out.append(grid.period(cur))
+            cur = grid.shift(cur, 1)
+        return out
+    assert r.width is not None and isinstance(since, int) and isinstance(upper, int)
+    igrid = IntGrid(r.width)
+    icur = igrid.start_of(since)
+    while icur < upper:
+        out.append(igrid.period(icur))
+        icur = igrid.shift(icur, 1)
+    return out
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One leaf of a range sub-level on its parent's column: a period of the sub-grid, cut at the
+    parent's edges when the two grids do not nest (weeks in months, UTC hours in a half-hour zone)."""
+
+    span: Span
+    period_start: Value
+    whole: bool
+
+    def name(self, naming: str, r: RangeSpec) -> str:
+        if self.whole:
+            return range_name(naming, r, self.period_start)
+        assert self.span.lo_key is not None and self.span.hi_key is not None
+        return fit_identifier(naming, f"_b{key_suffix(self.span.lo_key)}_{key_suffix(self.span.hi_key)}")
+
+
+def pieces_within(r: RangeSpec, inside: tuple[Bound, Bound], since: Value, now: datetime, max_key: int | None,
+                  column_type: str) -> list[Piece]:
+    """The sub-level's leaves for the parent range `inside`, from the period holding `since`."""
+    tz = ZoneInfo(r.time_zone)
+    edge = span(inside[0], inside[1], column_type, tz)
+    out: list[Piece] = []
+    for period in periods_within(r, since, inside[1], now, max_key, column_type):
+        want = clamp_to_type(period.lower, period.upper, column_type, tz)
+        cut = None if want is None else clip(want, edge)
+        if want is None or cut is None or cut.lo_key >= cut.hi_key:  # type: ignore[operator]
+            continue  # outside the type or the parent, or an empty wall-clock hour
+        out.append(Piece(cut, period.lower, (cut.lo_key, cut.hi_key) == (want.lo_key, want.hi_key)))
+    return out
+
+
+def same_column_sub(spec: PartitionPolicySpec, sub: SubpartitionSpec | None) -> RangeSpec | None:
+    """The sub-level's range section when it partitions the first level's own range column."""
+    if sub is None or sub.range is None or spec.range is None or sub.range.column != spec.range.column:
+        return None
+    return sub.range
 
 
 def list_literal(v: str | int) -> str:
@@ -158,7 +234,7 @@ def sub_partition_by(sub: SubpartitionSpec) -> str:
 
 def child_statements(
     parent: Parent, name: str, bound: str, spec: PartitionPolicySpec, sub: SubpartitionSpec | None,
-    column_types: dict[str, str], now: datetime, attach: bool = True,
+    column_types: dict[str, str], now: datetime, attach: bool = True, inside: tuple[Bound, Bound] | None = None,
 ) -> list[str]:
     """Create one child (and, if it is sub-partitioned, its complete second level), then attach it.
 
@@ -173,6 +249,14 @@ def child_statements(
             for r in range(sub.hash.modulus):
                 leaf = fit_identifier(name, f"_{r}")
                 stmts += child_statements(me, leaf, hash_bound(sub.hash.modulus, r), spec, None, column_types, now)
+        elif (same := same_column_sub(spec, sub)) is not None and inside is not None:
+            # On the first level's own column: leaves for the whole of the new child's range.
+            ctype = column_types[same.column]
+            tz = ZoneInfo(same.time_zone)
+            since = inside[0] if inside[0] is not None else (now if same.interval is not None else 0)
+            for piece in pieces_within(same, inside, since, now, None, ctype):
+                _, _, b = render_range(piece.span.lower, piece.span.upper, ctype, tz)
+                stmts += child_statements(me, piece.name(name, same), b, spec, None, column_types, now)
         else:
             assert sub.range is not None
             ctype = column_types[sub.range.column]

@@ -12,10 +12,12 @@ from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Blocked, Plan, Step
-from .partition_ddl import Parent, child_statements, desired_range_periods, range_name
+from .partition_ddl import Parent, child_statements, desired_range_periods, pieces_within, range_name
 from .partition_retention import retention_steps
 from .ranges import (
     Bound,
+    Span,
+    Value,
     clamp_to_type,
     key_suffix,
     overlaps,
@@ -74,32 +76,33 @@ def parse_parts(obs: TableObservation, column_type: str, tz: ZoneInfo) -> tuple[
 
 
 def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_type: str, now: datetime,
-                     notes: list[str] | None = None) -> list[NewRange]:
+                     notes: list[str] | None = None, inside: tuple[Bound, Bound] | None = None) -> list[NewRange]:
     """Everything of the window (the current period and `premake` after it) that no existing
     partition covers: whole periods under their grid names, and the uncovered parts of periods that
     existing partitions cover only partly as bridges (after a change of interval or time zone), so
-    the window never has a gap. Nothing planned overlaps an existing partition or another plan."""
+    the window never has a gap. Nothing planned overlaps an existing partition or another plan.
+
+    `inside`: the parent's range, for a sub-level on the parent's own column. The window is then
+    the rest of that range from now (or the highest key), cut at its edges."""
     tz = ZoneInfo(r.time_zone)
     parts, _ = parse_parts(obs, column_type, tz)
     covers = [span(p.lower, p.upper, column_type, tz) for p in parts]
     # Detached tables of an interrupted DEFAULT-row move keep their name: the move resumes into them.
     names = {p.name for p in obs.partitions} | {n for n in obs.loose_tables if obs.foreign_table(n)}
     out: list[NewRange] = []
-    for period in desired_range_periods(r, now, obs.max_key, column_type):
-        want = clamp_to_type(period.lower, period.upper, column_type, tz)
-        if want is None:
-            continue  # beyond what the column's type can hold
+    for want, start, whole in _window(r, obs, column_type, now, inside):
         if want.lo_key >= want.hi_key:  # type: ignore[operator]
             continue  # empty for this column: a wall-clock hour repeated when clocks go back
         gaps = uncovered(want, covers)
-        if len(gaps) == 1 and gaps[0].lo_key == want.lo_key and gaps[0].hi_key == want.hi_key:
-            out.append(NewRange(range_name(naming, r, period.lower), want.lower, want.upper))
+        untouched = len(gaps) == 1 and gaps[0].lo_key == want.lo_key and gaps[0].hi_key == want.hi_key
+        if untouched and whole:
+            out.append(NewRange(range_name(naming, r, start), want.lower, want.upper))
             continue
         exact = any(c.lo_key == want.lo_key and c.hi_key == want.hi_key for c in covers)
-        if not exact and notes is not None:
+        if not exact and not untouched and notes is not None:
             by = [p.info.name for p, c in zip(parts, covers, strict=True)
                   if overlaps(c.lo_key, c.hi_key, want.lo_key, want.hi_key)]
-            notes.append(f"[{period.lower}, {period.upper}) is covered by {', '.join(by)}"
+            notes.append(f"[{want.lower}, {want.upper}) is covered by {', '.join(by)}"
                          + (f" and {len(gaps)} bridging partitions" if gaps else ""))
         for g in gaps:
             assert g.lo_key is not None and g.hi_key is not None
@@ -112,9 +115,27 @@ def ranges_to_create(r: RangeSpec, naming: str, obs: TableObservation, column_ty
     return out
 
 
+def _window(r: RangeSpec, obs: TableObservation, column_type: str, now: datetime,
+            inside: tuple[Bound, Bound] | None) -> list[tuple[Span, Value, bool]]:
+    """(span, grid period start, whole period?) of each period the level should have."""
+    if inside is not None:
+        since: Value = now if r.interval is not None else (obs.max_key if obs.max_key is not None else 0)
+        if inside[0] is not None and inside[0] > since:  # type: ignore[operator]
+            since = inside[0]
+        return [(p.span, p.period_start, p.whole)
+                for p in pieces_within(r, inside, since, now, obs.max_key, column_type)]
+    tz = ZoneInfo(r.time_zone)
+    out = []
+    for period in desired_range_periods(r, now, obs.max_key, column_type):
+        want = clamp_to_type(period.lower, period.upper, column_type, tz)
+        if want is not None:  # else beyond what the column's type can hold
+            out.append((want, period.lower, True))
+    return out
+
+
 def plan_range_level(
     spec: PartitionPolicySpec, r: RangeSpec, parent: Parent, obs: TableObservation, column_type: str,
-    now: datetime, plan: Plan, root_level: bool,
+    now: datetime, plan: Plan, root_level: bool, inside: tuple[Bound, Bound] | None = None,
 ) -> RangeLayout:
     tz = ZoneInfo(r.time_zone)
     parts, unparsed = parse_parts(obs, column_type, tz)
@@ -123,7 +144,7 @@ def plan_range_level(
     sub = spec.subpartition if root_level else None
 
     planned = 0
-    for new in ranges_to_create(r, parent.naming, obs, column_type, now, plan.notes):
+    for new in ranges_to_create(r, parent.naming, obs, column_type, now, plan.notes, inside):
         name = new.name
         if name in by_name:
             raise PlanError(
@@ -144,11 +165,11 @@ def plan_range_level(
                 continue
             key = ident(spec.key_column)
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, f"{key} >= {lo} AND {key} < {hi}",
-                                                 f"[{lo}, {hi})", bound, sub, now))
+                                                 f"[{lo}, {hi})", bound, sub, now, (new.lower, new.upper)))
             planned += 1
             continue
         steps: list[Step] = []
-        stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now)
+        stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now, inside=(new.lower, new.upper))
         if default is not None and (obs.default_rows or 0) > 0:
             # ATTACH scans the DEFAULT partition under an exclusive lock unless a valid CHECK constraint
             # proves no row of it belongs to the new range. Validating that constraint first takes only
@@ -193,6 +214,7 @@ def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
 def move_default_steps(
     spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
     where: str, what: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
+    inside: tuple[Bound, Bound] | None = None,
 ) -> list[Step]:
     """Move the DEFAULT partition's rows matching `where` (`what`, e.g. [lo, hi)) into a new
     partition, then attach it.
@@ -211,7 +233,7 @@ def move_default_steps(
                   f"SELECT {col_list} FROM moved")
     move_rest = (f"WITH moved AS (DELETE FROM {dq} WHERE {where} RETURNING {col_list}) "
                  f"INSERT INTO {target} ({col_list}) OVERRIDING SYSTEM VALUE SELECT {col_list} FROM moved")
-    create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False)
+    create = child_statements(parent, name, bound, spec, sub, obs.column_types, now, attach=False, inside=inside)
     # Marked as ours while detached: a later run resumes into it, and never into someone else's table.
     create.append(f"COMMENT ON TABLE {target} IS {literal(move_marker(parent.schema, parent.root))}")
     pq = qualified(parent.schema, parent.name)

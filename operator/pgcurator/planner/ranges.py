@@ -235,6 +235,19 @@ def uncovered(want: Span, covers: list[Span]) -> list[Span]:
     return gaps
 
 
+def clip(want: Span, inside: Span) -> Span | None:
+    """The part of `want` within `inside`; None when they do not meet (None keys are unbounded)."""
+    lo, lo_key = (want.lower, want.lo_key)
+    if inside.lo_key is not None and (lo_key is None or inside.lo_key > lo_key):  # type: ignore[operator]
+        lo, lo_key = inside.lower, inside.lo_key
+    hi, hi_key = (want.upper, want.hi_key)
+    if inside.hi_key is not None and (hi_key is None or inside.hi_key < hi_key):  # type: ignore[operator]
+        hi, hi_key = inside.upper, inside.hi_key
+    if lo_key is not None and hi_key is not None and lo_key >= hi_key:  # type: ignore[operator]
+        return None
+    return Span(lo, hi, lo_key, hi_key)
+
+
 def key_suffix(key: Key) -> str:
     """A name fragment for one bound of a bridging partition (never the form grid names take)."""
     if isinstance(key, int):
