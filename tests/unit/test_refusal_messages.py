@@ -5,9 +5,11 @@ positions counted in what the user wrote."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pydantic
 import pytest
+import yaml
 
 from pgcurator.engine import format_validation_error
 from pgcurator.errors import SpecError
@@ -18,6 +20,42 @@ from ..reliability.hostile import corpus
 from ..reliability.hostile_specs import EXTRA, merged
 
 MODELS = {h.kind: h.model for h in ALL_KINDS}
+# A key (`where: `) or none, then one YAML value: a quoted string, a number, a boolean, null, a list or a map.
+VALUE = r"""("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|-?[0-9][0-9.]*|true|false|null|\[.*\]|\{.*\})"""
+EXAMPLE = re.compile(rf"e\.g\. ((?:[A-Za-z_]\w*: {VALUE}(?:, )?)+|{VALUE})$")
+
+
+def parse_example(message: str) -> list[tuple[str | None, Any]]:
+    """The `key: value` pairs of the example a message ends with; fails the test when there is none."""
+    at = message.rfind("e.g. ")  # the example comes last; a value the user wrote may say "e.g." too
+    match = EXAMPLE.fullmatch(message[at:]) if at >= 0 else None
+    assert match, f"no example at the end of: {message}"
+    text = message[at + len("e.g. "):]
+    if re.match(r"[A-Za-z_]\w*: ", text):
+        return list(yaml.safe_load("{" + text + "}").items())
+    return [(None, yaml.safe_load(text))]
+
+
+def test_every_refusal_of_the_corpus_ends_with_an_example() -> None:
+    """Each error of every refused spec of the corpus says what that field accepts, as it goes into the
+    YAML (`e.g. where: "deleted_at IS NULL"`); tests/unit/test_refusal_examples.py checks the examples."""
+    refused, without = 0, []
+    for case, kind, patch in [*corpus(), *EXTRA]:
+        try:
+            MODELS[kind].model_validate(merged(kind, patch))
+        except pydantic.ValidationError as exc:
+            message = format_validation_error(exc)
+        else:
+            continue
+        refused += 1
+        assert "\n" not in message and "Traceback" not in message, (case, message)
+        for part in re.split(r"; (?=spec[.:])", message):
+            try:
+                parse_example(part)
+            except AssertionError:
+                without.append(f"{case}: {part}")
+    assert refused >= 380  # 386 when written: fewer means the corpus lost its teeth
+    assert not without, f"{len(without)} of {refused} refusals give no example:\n" + "\n".join(without)
 
 
 def refusal(kind: str, patch: dict[str, object]) -> str:
