@@ -134,3 +134,26 @@ def test_scanner_errors_count_positions_in_what_the_user_wrote_too() -> None:
 def test_vector_sql_fields_are_named_once(patch: dict[str, object], field: str) -> None:
     message = refusal("VectorIndex", patch)
     assert message.startswith(field) and "where: where" not in message and "sampleFilter: sampleFilter" not in message
+
+
+def test_a_value_every_union_member_refuses_is_one_refusal_at_the_users_field() -> None:
+    """pydantic reports one error per member of `str | int` (`values.0.int`, `values.0.constrained-str`):
+    the user wrote one value, at `values.0`."""
+    message = refusal("PartitionPolicy", {"strategy": "list", "range": None, "list": {
+        "column": "event_type", "partitions": [{"name": "a", "values": [1.5]}]}})
+    assert message.startswith("spec.list.partitions.0.values.0: Input should be a valid string or "), message
+    assert "; " not in message and ".int:" not in message and "constrained-str" not in message, message
+
+
+def test_a_value_listed_twice_in_one_partition_is_said_so() -> None:
+    message = refusal("PartitionPolicy", {"strategy": "list", "range": None, "list": {
+        "column": "event_type", "partitions": [{"name": "a", "values": ["x", "x"]}]}})
+    assert message.startswith("spec.list.partitions.0.values.1: list value 'x' is twice in 'a'"), message
+
+
+def test_an_example_never_carries_what_yaml_refuses() -> None:
+    """A repeated list value is replaced by one made up, not by the user's text with a suffix: a DEL
+    or a bidi override in it would make the example unreadable (YAML refuses them raw)."""
+    message = refusal("PartitionPolicy", {"strategy": "list", "range": None, "list": {
+        "column": "event_type", "partitions": [{"name": "a", "values": ["\x7f"]}, {"name": "b", "values": ["\x7f"]}]}})
+    assert parse_example(message) == [(None, "other_1")], message
