@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
 from .hints import hint
+from .index import PREDICATE_EXAMPLE
 
 # A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
 # names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
@@ -48,7 +49,7 @@ class TemplateIndex(StrictModel):
                                       description="Indexed columns, in order.")
     unique: bool = Field(default=False, description="A unique index per partition (the parent cannot carry one "
                          "that does not include the partition key).")
-    where: str | None = Field(default=None, max_length=2000, examples=["deleted_at IS NULL"],
+    where: str | None = Field(default=None, max_length=2000, examples=[PREDICATE_EXAMPLE],
                               description="Partial index predicate (one plain expression, validated).")
 
     @field_validator("where")
