@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .models.common import IDENTIFIER_PATTERN, cel_string
+from .models.examples import eg
 from .models.hints import PATTERN_HINTS
 
 
@@ -21,7 +22,7 @@ def identifier_rule(max_bytes: int) -> dict[str, str]:
     return {
         "rule": rule,
         "message": f"must be a PostgreSQL name of at most {max_bytes} bytes (UTF-8), without control or format "
-        "characters, leading or trailing spaces, '--', '/*', '*/' or '$$', e.g. 'event_logs'",
+        "characters, leading or trailing spaces, '--', '/*', '*/' or '$$'",
     }
 
 
@@ -37,21 +38,30 @@ def field_rules(node: dict[str, Any]) -> list[dict[str, str]]:
     return rules
 
 
-def add_rules(node: Any, bounded: bool = True) -> None:
+def add_rules(node: Any, bounded: bool = True, key: str | None = None, example: Any = None) -> None:
     """Add the field rules throughout a structural schema. Inside a list or map with no maxItems /
     maxProperties the API server's cost estimate for any rule is unbounded, so none is added there
-    (the pattern and maxLength still apply; the model checks the rest)."""
+    (the pattern and maxLength still apply; the model checks the rest). Every field rule's message
+    ends with the field's example (`key`: the field's name; an item of a list has none), as the
+    model's refusals do."""
     if not isinstance(node, dict):
         return
+    example = node.get("example", node.get("default", example))
     # An unbounded string has an unbounded cost too.
     if node.get("type") == "string" and bounded and "maxLength" in node:
         have = node.get("x-kubernetes-validations", [])
         rules = [r for r in field_rules(node) if r not in have]
         if rules:
             node["x-kubernetes-validations"] = [*have, *rules]
-    for child in (node.get("properties") or {}).values():
-        add_rules(child, bounded)
+    if example is not None:
+        for rule in node.get("x-kubernetes-validations", []):
+            if "e.g. " not in rule["message"]:
+                rule["message"] += f", {eg(key, example)}"
+    for name, child in (node.get("properties") or {}).items():
+        add_rules(child, bounded, name)
     if isinstance(node.get("items"), dict):
-        add_rules(node["items"], bounded and "maxItems" in node)
+        first = example[0] if isinstance(example, list) and example else None
+        add_rules(node["items"], bounded and "maxItems" in node, None, first)
     if isinstance(node.get("additionalProperties"), dict):
-        add_rules(node["additionalProperties"], bounded and "maxProperties" in node)
+        first = next(iter(example.values()), None) if isinstance(example, dict) else None
+        add_rules(node["additionalProperties"], bounded and "maxProperties" in node, None, first)

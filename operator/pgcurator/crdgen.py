@@ -19,7 +19,8 @@ from .models.index import INDEX_POLICY_CEL, IndexPolicySpec
 from .models.monitor import DATABASE_MONITOR_CEL, DatabaseMonitorSpec
 from .models.partition import PARTITION_POLICY_CEL, PartitionPolicySpec
 from .models.tls import DB_TLS_CERT_CEL, DbTlsCertSpec
-from .models.vector import VECTOR_INDEX_CEL, VectorIndexSpec
+from .models.vector import VectorIndexSpec
+from .models.vector_rules import VECTOR_INDEX_CEL
 
 _DROP_KEYS = {"title", "discriminator"}
 
@@ -51,11 +52,13 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         if sorted(o.get("type", "") for o in options) == ["integer", "string"]:
             # A union of a number and a string is Kubernetes' int-or-string.
             rest = {k: v for k, v in node.items() if k in ("description", "default", "x-kubernetes-validations")}
+            if node.get("examples"):
+                rest["example"] = node["examples"][0]
             return {"x-kubernetes-int-or-string": True, **rest}
         if len(options) == 1:
             merged = {k: v for k, v in node.items() if k != "anyOf"}
             inner = _resolve(options[0], defs)
-            inner.update({k: v for k, v in merged.items() if k in ("description",)})
+            inner.update({k: v for k, v in merged.items() if k in ("description", "examples")})
             if merged.get("default") is not None:
                 inner["default"] = merged["default"]
             return _resolve(inner, defs)
@@ -67,6 +70,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key == "examples":
+            # OpenAPI v3 (Kubernetes) has one `example`; the first is the one refusals show.
+            out["example"] = value[0]
             continue
         if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             # JSON Schema 2020 (pydantic) says exclusiveMinimum: 0; OpenAPI v3 (Kubernetes) says

@@ -25,6 +25,7 @@ from .errors import ApiUnavailable, CuratorError, LockBusy, PlanError
 from .kube import Kube
 from .limits import SHOWN_ITEMS
 from .models.common import CommonSpec, parse_duration
+from .models.examples import Refusal, error_loc, example_at, model_named, unknown_field
 from .models.hints import describe_mismatch
 from .reconcile.context import ReconcileContext
 from .reconcile.outcome import Event, Outcome
@@ -55,23 +56,52 @@ class KindHandler(Generic[S]):
     metadata_first: bool = True
 
 
-def format_validation_error(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:SHOWN_ITEMS]:
-        # A rule over the whole spec (a model validator) has no location: it is just `spec`.
-        loc = ".".join(["spec", *(str(x) for x in err["loc"])])
-        msg = err["msg"]
-        if err["type"] == "string_pattern_mismatch":
-            # pydantic would show the raw regular expression; say what is expected instead.
-            pattern = (err.get("ctx") or {}).get("pattern")
-            msg = describe_mismatch(pattern, err.get("input")) or msg
-        msg = msg.removeprefix("Value error, ")
-        last = str(err["loc"][-1]) if err["loc"] else ""
-        if last and msg.startswith((f"{last}: ", f"{last} ")):
-            msg = msg[len(last) + 1:].lstrip(": ")  # `spec.x.lists: lists must ...` names the field once
-        parts.append(f"{loc}: {msg}")
-    more = len(exc.errors()) - SHOWN_ITEMS
+def format_validation_error(exc: pydantic.ValidationError, model: type[pydantic.BaseModel] | None = None) -> str:
+    """One line: `spec.<field>: <what is wrong>, e.g. <field>: <what is accepted>` per error."""
+    model = model or model_named(exc.title)
+    # A value every member of a union refused is one refusal (pydantic reports one per member).
+    by_loc: dict[tuple[str | int, ...], list[Any]] = {}
+    for err in exc.errors():
+        by_loc.setdefault(error_loc(err, model), []).append(err)
+    parts = [describe_errors(errs, model) for errs in list(by_loc.values())[:SHOWN_ITEMS]]
+    more = len(by_loc) - SHOWN_ITEMS
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def describe_error(err: Any, model: type[pydantic.BaseModel] | None) -> str:
+    return describe_errors([err], model)
+
+
+def describe_errors(errs: list[Any], model: type[pydantic.BaseModel] | None) -> str:
+    """The errors at one place of a spec, with an example of what the field accepts."""
+    # A rule over the whole spec (a model validator) has no location: it is just `spec`.
+    where = error_loc(errs[0], model)
+    loc = ".".join(["spec", *(str(x) for x in where)])
+    said: list[str] = []
+    for err in errs:
+        msg = _what(err, where, model)
+        if msg not in said:
+            said.append(msg if not said else msg.removeprefix("Input should be "))
+    cause = (errs[0].get("ctx") or {}).get("error")
+    example = cause.example if isinstance(cause, Refusal) else None
+    if example is None and model is not None and errs[0]["type"] != "extra_forbidden":
+        example = example_at(model, where)
+    return f"{loc}: {' or '.join(said)}" + (f", {example}" if example is not None else "")
+
+
+def _what(err: Any, where: tuple[str | int, ...], model: type[pydantic.BaseModel] | None) -> str:
+    msg: str = err["msg"]
+    if err["type"] == "string_pattern_mismatch":
+        # pydantic would show the raw regular expression; say what is expected instead.
+        pattern = (err.get("ctx") or {}).get("pattern")
+        msg = describe_mismatch(pattern, err.get("input")) or msg
+    if err["type"] == "extra_forbidden" and model is not None:
+        msg = unknown_field(model, err["loc"]) or msg
+    msg = msg.removeprefix("Value error, ")
+    last = str(where[-1]) if where else ""
+    if last and msg.startswith((f"{last}: ", f"{last} ")):
+        msg = msg[len(last) + 1:].lstrip(": ")  # `spec.x.lists: lists must ...` names the field once
+    return msg
 
 
 @dataclass

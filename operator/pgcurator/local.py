@@ -25,6 +25,7 @@ from .engine import Engine, KindHandler, Prepare, Surroundings, format_validatio
 from .errors import CuratorError
 from .limits import INPUT_ECHO, STATUS_TEXT
 from .models.common import CommonSpec
+from .models.examples import eg
 from .reconcile.outcome import Event, Outcome
 from .settings import current as current_settings
 
@@ -100,11 +101,12 @@ def resource_of(doc: dict[str, Any], handlers: list[KindHandler[Any]]) -> Resour
     by_kind = {h.kind: h for h in handlers}
     if not isinstance(kind, str) or kind not in by_kind:
         known = ", ".join(sorted(by_kind))
-        raise BadInput(f"kind {str(kind)[:INPUT_ECHO]!r} is not one pgcurator serves ({known})")
+        raise BadInput(f"kind {str(kind)[:INPUT_ECHO]!r} is not one pgcurator serves ({known}), "
+                       f"{eg('kind', sorted(by_kind)[0])}")
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name:
-        raise BadInput(f"{kind}: metadata.name is missing")
+        raise BadInput(f"{kind}: metadata.name is missing, {eg('metadata', {'name': 'event-logs'})}")
     namespace = meta.get("namespace") if isinstance(meta, dict) else None
     namespace = namespace if isinstance(namespace, str) and namespace else "default"
     if kind in NEEDS_CLUSTER:
@@ -115,7 +117,7 @@ def resource_of(doc: dict[str, Any], handlers: list[KindHandler[Any]]) -> Resour
     try:
         spec = handler.model.model_validate(spec_body if spec_body is not None else {})
     except pydantic.ValidationError as exc:
-        raise BadInput(f"{kind}/{name}: invalid: {format_validation_error(exc)}") from None
+        raise BadInput(f"{kind}/{name}: invalid: {format_validation_error(exc, handler.model)}") from None
     return Resource(handler, spec, namespace, name, doc)
 
 

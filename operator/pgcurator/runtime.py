@@ -201,7 +201,7 @@ class Worker:
         try:
             spec = self.handler.model.model_validate(body.get("spec") or {})
         except pydantic.ValidationError as exc:
-            outcome = Outcome.degraded("InvalidSpec", format_validation_error(exc))
+            outcome = Outcome.degraded("InvalidSpec", format_validation_error(exc, self.handler.model))
             if not await self._publish(body, outcome, generation):
                 return self.status_backoff.failure()
             return None  # wait for the spec to change

@@ -17,7 +17,8 @@ import pydantic
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from pgcurator.models.partition import IntervalUnit, PartitionPolicySpec
+from pgcurator.models.intervals import IntervalUnit
+from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.ranges import IntGrid, TimeGrid, render_bound
 
 from .harness import Harness, create_metadata

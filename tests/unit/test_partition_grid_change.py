@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgcurator.catalog.partitions import PartitionInfo
-from pgcurator.models.partition import IntervalUnit, PartitionPolicySpec
+from pgcurator.models.intervals import IntervalUnit
+from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.partition import plan_policy
 from pgcurator.planner.ranges import Span, TimeGrid, parse_range_bound, render_bound, span, uncovered
 

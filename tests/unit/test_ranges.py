@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pgcurator.models.partition import IntervalUnit, parse_interval
+from pgcurator.models.intervals import IntervalUnit, parse_interval
 from pgcurator.planner.ranges import IntGrid, TimeGrid, overlaps, parse_range_bound, render_bound
 
 TOKYO = ZoneInfo("Asia/Tokyo")

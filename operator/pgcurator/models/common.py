@@ -20,7 +20,7 @@ from .hints import echo, hint
 K8S_NAME_PATTERN = hint(
     r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
     "a Kubernetes object name (lower-case letters, digits, '-' and '.', starting and ending with a letter or "
-    "digit), e.g. 'app-db'",
+    "digit)",
 )
 
 # Every identifier is quoted when it reaches SQL, so quoting alone makes any name safe; these
@@ -31,7 +31,7 @@ K8S_NAME_PATTERN = hint(
 IDENTIFIER_PATTERN = hint(
     r"^[^\x00-\x1f\x7f\"'.\\;`]+$",
     "a name pgcurator accepts: no control characters, quotes, dots, semicolons, backslashes or backticks (a "
-    "schema goes in its own field), e.g. 'event_logs'",
+    "schema goes in its own field)",
 )
 _FORBIDDEN_SEQUENCES = ("--", "/*", "*/", "$$")
 
@@ -88,6 +88,7 @@ class SecretKeyRef(StrictModel):
     name: str = Field(
         max_length=253,
         pattern=K8S_NAME_PATTERN,
+        examples=["pg-ca"],
         description="Name of a Secret in the resource's namespace.",
     )
     key: str = Field(default="ca.crt", max_length=253, description="Key in the Secret holding the value.")
@@ -97,8 +98,7 @@ class SecretKeyRef(StrictModel):
 # libpq's host keyword; the exact checks are db/conninfo.py's.
 DB_HOSTS_PATTERN = hint(
     r"^[A-Za-z0-9_.:%-]+(,[A-Za-z0-9_.:%-]+)*$",
-    "a host name or IP address (several comma-separated, without brackets or spaces), e.g. "
-    "'pg-rw.db.svc' or 'pg-1,pg-2'",
+    "a host name or IP address (several comma-separated, without brackets or spaces)",
 )
 
 
@@ -110,6 +110,7 @@ class DatabaseRef(StrictModel):
         alias="secretName",
         max_length=253,
         pattern=K8S_NAME_PATTERN,
+        examples=["app-db"],
         description=(
             "Secret in the same namespace holding either a `uri` key (a libpq connection string: "
             "postgresql://USER:PASSWORD@HOST:5432/DBNAME, as CloudNativePG and Crunchy PGO write it) or "
@@ -120,18 +121,21 @@ class DatabaseRef(StrictModel):
         default=None,
         max_length=1000,
         pattern=DB_HOSTS_PATTERN,
+        examples=["pg-rw.db.svc"],
         description="Host to connect to, overriding the Secret's (for Secrets that carry only username and "
         "password, such as Zalando's: e.g. acid-main.db-namespace). Several, comma-separated, as libpq's host.",
     )
-    port: int | None = Field(default=None, ge=1, le=65535, description="Port, overriding the Secret's.")
+    port: int | None = Field(default=None, ge=1, le=65535, examples=[5432], description="Port, overriding the Secret's.")
     dbname: str | None = Field(
         default=None,
         max_length=MAX_IDENTIFIER_BYTES,
+        examples=["app"],
         description="Database to connect to, overriding the one in the Secret (default, as in libpq: the user name).",
     )
     ssl_mode: SslMode | None = Field(
         default=None,
         alias="sslMode",
+        examples=["verify-full"],
         description="libpq sslmode; overrides an sslmode given in the Secret's uri. Default, as in libpq: prefer.",
     )
     ca_secret: SecretKeyRef | None = Field(
@@ -178,14 +182,14 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 class Timeouts(StrictModel):
     lock_timeout: Duration = Field(
-        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero, e.g. '5s'"),
+        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero"),
         default="5s",
         alias="lockTimeout",
         description="lock_timeout for every statement: how long DDL may queue behind other sessions' locks "
         "(and so how long it can make the application's writes wait behind it).",
     )
     statement_timeout: Duration = Field(
-        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero, e.g. '30m'"),
+        json_schema_extra=cel_rule(POSITIVE_DURATION, "must be greater than zero"),
         default="30m",
         alias="statementTimeout",
         description="statement_timeout for every statement.",
@@ -227,7 +231,7 @@ class CommonSpec(StrictModel):
 
 class TableRef(StrictModel):
     schema_: Identifier = Field(default="public", alias="schema", description="Schema of the table.")
-    name: Identifier = Field(description="Table name.")
+    name: Identifier = Field(examples=["event_logs"], description="Table name.")
 
     @field_validator("schema_", "name")
     @classmethod
@@ -239,11 +243,14 @@ class TableRef(StrictModel):
         return f"{self.schema_}.{self.name}"
 
 
+CRON_EXAMPLE = "0 3 * * *"
+
+
 class Schedule(StrictModel):
     """When a resource is re-observed, for every kind: an interval, or a cron expression replacing it."""
 
     interval: Duration = Field(
-        json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s, e.g. '1h'"),
+        json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s"),
         default="1h",
         description="How often the resource is re-observed and its drift repaired, even when the spec has not "
         "changed (e.g. a partition or an index dropped by hand is recreated).",
@@ -251,21 +258,23 @@ class Schedule(StrictModel):
     cron: str | None = Field(
         default=None,
         max_length=100,
-        description="Cron expression (5 fields, UTC), e.g. '0 3 * * *'; replaces interval when set.",
+        examples=[CRON_EXAMPLE],
+        description=f"Cron expression (5 fields, UTC), e.g. '{CRON_EXAMPLE}'; replaces interval when set.",
     )
 
     @field_validator("interval")
     @classmethod
     def _min(cls, v: str) -> str:
         if parse_duration(v) < 1:
-            raise ValueError("schedule.interval must be at least 1s")
+            raise ValueError("must be at least 1s")
         return v
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is not None and (len(v.split()) != 5 or not croniter.is_valid(v)):
-            raise ValueError(f"{v!r} is not a 5-field cron expression such as '0 3 * * *'")
+            raise ValueError(f"{v!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week, "
+                             "in UTC)")
         return v
 
 

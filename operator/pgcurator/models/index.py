@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import SpecError
 from ..sql.expressions import validate_expression, validate_predicate
+from ..sql.quote import fit_identifier
 from .common import (
     CommonSpec,
     Duration,
@@ -20,7 +21,12 @@ from .common import (
     check_identifier,
     parse_duration,
 )
+from .examples import Refusal, eg, suggest
 from .hints import hint
+
+# What the refusals and the reference show for a SQL fragment (tested to be accepted).
+EXPRESSION_EXAMPLE = "lower(email)"
+PREDICATE_EXAMPLE = "deleted_at IS NULL"
 
 
 class IndexMethod(StrEnum):
@@ -44,7 +50,7 @@ class NullsOrder(StrEnum):
 # Storage parameter names are plain lower-case words; values are numbers or words (on/off, true...).
 STORAGE_PARAM_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 STORAGE_PARAM_VALUE = hint(r"^([0-9]+(\.[0-9]+)?|[A-Za-z][A-Za-z0-9_]{0,62})$",
-                           "a number or a plain word, e.g. '90' or 'off'")
+                           "a number or a plain word")
 # Values are checked by the CRD too; names by the model only (a CRD cannot constrain map keys).
 IndexParamValue = Annotated[str, Field(max_length=64, pattern=STORAGE_PARAM_VALUE)]
 
@@ -52,17 +58,20 @@ IndexParamValue = Annotated[str, Field(max_length=64, pattern=STORAGE_PARAM_VALU
 class IndexColumn(StrictModel):
     """One key of the index: a column, or an expression."""
 
-    column: Identifier | None = Field(default=None, description="Column name (exactly one of column/expression).")
+    column: Identifier | None = Field(default=None, examples=["player_id"],
+                                      description="Column name (exactly one of column/expression).")
     expression: str | None = Field(
         default=None,
         max_length=4000,
-        description="An expression such as `lower(email)` or `(payload->>'kind')`: one plain SQL expression, "
+        examples=[EXPRESSION_EXAMPLE],
+        description=f"An expression such as `{EXPRESSION_EXAMPLE}` or `(payload->>'kind')`: one plain SQL expression, "
         "parsed and refused unless it uses only columns, constants, built-in operators and allow-listed "
         "immutable functions.",
     )
-    opclass: Identifier | None = Field(default=None, description="Operator class, e.g. text_pattern_ops, jsonb_path_ops.")
-    order: SortOrder | None = Field(default=None, description="asc (default) or desc (btree only).")
-    nulls: NullsOrder | None = Field(default=None, description="first or last (btree only).")
+    opclass: Identifier | None = Field(default=None, examples=["text_pattern_ops"],
+                                       description="Operator class, e.g. text_pattern_ops, jsonb_path_ops.")
+    order: SortOrder | None = Field(default=None, examples=["desc"], description="asc (default) or desc (btree only).")
+    nulls: NullsOrder | None = Field(default=None, examples=["last"], description="first or last (btree only).")
 
     @field_validator("column", "opclass")
     @classmethod
@@ -82,31 +91,35 @@ class IndexColumn(StrictModel):
     @model_validator(mode="after")
     def _one(self) -> IndexColumn:
         if (self.column is None) == (self.expression is None):
-            raise ValueError("set exactly one of column or expression")
+            raise Refusal("set exactly one of column or expression",
+                          suggest(IndexColumn, "column") if self.column is None else eg("expression", None))
         return self
 
 
 class IndexDecl(StrictModel):
-    name: Identifier = Field(description="Index name (in the table's schema).")
-    columns: list[IndexColumn] = Field(min_length=1, max_length=32, description="Key columns or expressions, in order.")
+    name: Identifier = Field(examples=["ix_events_player"], description="Index name (in the table's schema).")
+    columns: list[IndexColumn] = Field(min_length=1, max_length=32, examples=[[{"column": "player_id"}]],
+                                       description="Key columns or expressions, in order.")
     method: IndexMethod = Field(default=IndexMethod.btree, description="Access method.")
     unique: bool = Field(default=False, description="A UNIQUE index.")
     include: list[Identifier] = Field(
-        default_factory=list, max_length=32, description="Non-key columns stored in the index (INCLUDE)."
+        default_factory=list, max_length=32, examples=[["created_at"]], description="Non-key columns stored in the index (INCLUDE)."
     )
     where: str | None = Field(
         default=None,
         max_length=4000,
-        description="Partial index predicate, e.g. `status = 'active'`: one plain SQL expression (no "
+        examples=[PREDICATE_EXAMPLE],
+        description=f"Partial index predicate, e.g. `{PREDICATE_EXAMPLE}`: one plain SQL expression (no "
         "sub-queries, no statements, only allow-listed immutable functions).",
     )
     storage_parameters: dict[str, IndexParamValue] = Field(
         default_factory=dict,
         alias="storageParameters",
         max_length=64,
+        examples=[{"fillfactor": "90"}],
         description="WITH (...) storage parameters, e.g. {fillfactor: \"90\"} or {fastupdate: \"off\"}.",
     )
-    tablespace: Identifier | None = Field(default=None, description="Tablespace for the index.")
+    tablespace: Identifier | None = Field(default=None, examples=["fast_ssd"], description="Tablespace for the index.")
 
     @field_validator("name", "tablespace")
     @classmethod
@@ -140,15 +153,16 @@ class IndexDecl(StrictModel):
 
     @model_validator(mode="after")
     def _shape(self) -> IndexDecl:
+        btree = suggest(IndexDecl, "method")
         if self.method is not IndexMethod.btree:
             if any(c.order or c.nulls for c in self.columns):
-                raise ValueError(f"index {self.name}: order/nulls are only for btree indexes")
+                raise Refusal(f"index {self.name}: order/nulls are only for btree indexes", btree)
             if self.unique:
-                raise ValueError(f"index {self.name}: unique is only for btree indexes")
+                raise Refusal(f"index {self.name}: unique is only for btree indexes", btree)
         if self.method is IndexMethod.hash and len(self.columns) != 1:
-            raise ValueError(f"index {self.name}: hash indexes have exactly one column")
+            raise Refusal(f"index {self.name}: hash indexes have exactly one column", btree)
         if self.include and self.method not in (IndexMethod.btree, IndexMethod.gist):
-            raise ValueError(f"index {self.name}: include is only for btree and gist indexes")
+            raise Refusal(f"index {self.name}: include is only for btree and gist indexes", btree)
         return self
 
 
@@ -181,7 +195,8 @@ class SuggestionSpec(StrictModel):
 
 class IndexPolicySpec(CommonSpec):
     table: TableRef = Field(description="The table (plain or partitioned) whose indexes are managed.")
-    indexes: list[IndexDecl] = Field(default_factory=list, max_length=100, description="Declared indexes.")
+    indexes: list[IndexDecl] = Field(default_factory=list, max_length=100, description="Declared indexes.",
+                                     examples=[[{"name": "ix_events_player", "columns": [{"column": "player_id"}]}]])
     parallelism: int = Field(
         default=2,
         ge=1,
@@ -201,45 +216,47 @@ class IndexPolicySpec(CommonSpec):
     @model_validator(mode="after")
     def _unique_names(self) -> IndexPolicySpec:
         names = [i.name for i in self.indexes]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"index names declared twice: {', '.join(sorted(dup))}")
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                free = next(n for k in range(2, 1000) if (n := fit_identifier(name, f"_{k}")) not in names)
+                raise Refusal(f"index name {name!r} is declared twice (indexes.{names.index(name)} has it too)",
+                              eg("name", free), at=("indexes", j, "name"))
         return self
 
 
 INDEX_POLICY_CEL = [
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, i.columns.all(c, has(c.column) != has(c.expression)))",
-        "message": "each index column sets exactly one of column or expression",
+        "message": f"each index column sets exactly one of column or expression, {suggest(IndexColumn, 'column')}",
     },
     # IndexDecl._shape, and the unique-names rule, for the API server.
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
         "!has(i.unique) || !i.unique)",
-        "message": "unique is only for btree indexes, e.g. method: btree, unique: true",
+        "message": f"unique is only for btree indexes, {suggest(IndexDecl, 'method')}",
         "fieldPath": ".indexes",
     },
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method == 'btree' || "
         "i.columns.all(c, !has(c.order) && !has(c.nulls)))",
-        "message": "order and nulls are only for btree indexes",
+        "message": f"order and nulls are only for btree indexes, {suggest(IndexDecl, 'method')}",
         "fieldPath": ".indexes",
     },
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.method) || i.method != 'hash' || "
         "size(i.columns) == 1)",
-        "message": "hash indexes have exactly one column",
+        "message": f"hash indexes have exactly one column, {suggest(IndexDecl, 'method')}",
         "fieldPath": ".indexes",
     },
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, !has(i.include) || size(i.include) == 0 || "
         "!has(i.method) || i.method in ['btree', 'gist'])",
-        "message": "include is only for btree and gist indexes",
+        "message": f"include is only for btree and gist indexes, {suggest(IndexDecl, 'method')}",
         "fieldPath": ".indexes",
     },
     {
         "rule": "!has(self.indexes) || self.indexes.all(i, self.indexes.exists_one(j, j.name == i.name))",
-        "message": "each index name is declared once",
+        "message": f"each index name is declared once, {suggest(IndexDecl, 'name')}",
         "fieldPath": ".indexes",
     },
 ]

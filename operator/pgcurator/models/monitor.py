@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from .common import CommonSpec, Duration, Identifier, StrictModel, check_identifier, parse_duration
+from .examples import Refusal, eg, field_example, render
 
 # Schemas never observed: the system catalogs, and pgcurator's own metadata (its tables change
 # with every migration and snapshot; observing them would report the operator to itself).
@@ -20,10 +21,11 @@ def _at_least(value: str, seconds: float, what: str) -> str:
 
 class SchemaSelection(StrictModel):
     include: list[Identifier] = Field(
-        default_factory=list, max_length=200,
+        default_factory=list, max_length=200, examples=[["app"]],
         description="Schemas to observe; empty (default): every schema except the system ones and pgcurator.",
     )
-    exclude: list[Identifier] = Field(default_factory=list, max_length=200, description="Schemas never observed.")
+    exclude: list[Identifier] = Field(default_factory=list, max_length=200, examples=[["audit"]],
+                                      description="Schemas never observed.")
 
     @field_validator("include", "exclude")
     @classmethod
@@ -140,7 +142,8 @@ class DatabaseMonitorSpec(CommonSpec):
     def _disjoint(self) -> DatabaseMonitorSpec:
         both = set(self.schemas.include) & set(self.schemas.exclude)
         if both:
-            raise ValueError(f"schemas both included and excluded: {', '.join(sorted(both))}")
+            raise Refusal(f"schemas both included and excluded: {', '.join(sorted(both))}",
+                          eg("exclude", [s for s in self.schemas.exclude if s not in both]), at=("schemas",))
         return self
 
     def schedule_seconds(self) -> float:
@@ -155,6 +158,7 @@ DATABASE_MONITOR_CEL = [
     {
         "rule": "!has(self.schemas) || !has(self.schemas.include) || !has(self.schemas.exclude) || "
                 "self.schemas.include.all(s, !(s in self.schemas.exclude))",
-        "message": "a schema cannot be both included and excluded",
+        "message": f"a schema cannot be both included and excluded, e.g. schemas: "
+        f"{render({'include': field_example(SchemaSelection, 'include'), 'exclude': field_example(SchemaSelection, 'exclude')})}",
     },
 ]

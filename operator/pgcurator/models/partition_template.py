@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
 from .hints import echo, hint
+from .index import PREDICATE_EXAMPLE
 
 # A name used as a suffix (<table>_<name>) must leave room for the hash that keeps shortened
 # names apart (fit_identifier): 63 bytes minus "_", the 9-byte hash tag and one byte of the base.
@@ -30,25 +31,26 @@ STORAGE_PARAMETER_PATTERN = r"^(fillfactor|parallel_workers|toast_tuple_target|(
 
 
 TABLE_PARAM_VALUE = hint(r"^(-?[0-9]+(\.[0-9]+)?|true|false|on|off|auto)$",
-                         "a number or a boolean (true, false, on, off, auto), e.g. '90' or '0.01'")
+                         "a number or a boolean (true, false, on, off, auto)")
 # The value's pattern is in the CRD; the names are checked by the model only (a CRD schema cannot
 # constrain map keys, and a CEL rule over keys of unbounded length exceeds the cost budget).
 TableParamValue = Annotated[str, Field(max_length=64, pattern=TABLE_PARAM_VALUE)]
 
 
 class TemplateIndex(StrictModel):
-    name: str = Field(min_length=1, max_length=MAX_SUFFIX_NAME_BYTES, pattern=IDENTIFIER_PATTERN,
+    name: str = Field(min_length=1, max_length=MAX_SUFFIX_NAME_BYTES, pattern=IDENTIFIER_PATTERN, examples=["by_player"],
                       description="Index name suffix: the index is <partition>_<name> (at most 52 bytes).")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_suffix_name(check_identifier(v), "template.indexes[].name")
-    columns: list[Identifier] = Field(min_length=1, max_length=32, description="Indexed columns, in order.")
+    columns: list[Identifier] = Field(min_length=1, max_length=32, examples=[["player_id"]],
+                                      description="Indexed columns, in order.")
     unique: bool = Field(default=False, description="A unique index per partition (the parent cannot carry one "
                          "that does not include the partition key).")
-    where: str | None = Field(default=None, max_length=2000, description="Partial index predicate (one plain "
-                              "expression, validated).")
+    where: str | None = Field(default=None, max_length=2000, examples=[PREDICATE_EXAMPLE],
+                              description="Partial index predicate (one plain expression, validated).")
 
     @field_validator("where")
     @classmethod
@@ -72,10 +74,13 @@ class PartitionTemplate(StrictModel):
         default_factory=dict,
         alias="storageParameters",
         max_length=64,
+        examples=[{"autovacuum_vacuum_scale_factor": "0.01"}],
         description="Table storage parameters, e.g. autovacuum_vacuum_scale_factor: '0.01'.",
     )
-    tablespace: Identifier | None = Field(default=None, description="Tablespace for new partitions.")
-    indexes: list[TemplateIndex] = Field(default_factory=list, max_length=100, description="Per-partition indexes.")
+    tablespace: Identifier | None = Field(default=None, examples=["fast_ssd"], description="Tablespace for new partitions.")
+    indexes: list[TemplateIndex] = Field(default_factory=list, max_length=100,
+                                         examples=[[{"name": "by_player", "columns": ["player_id"]}]],
+                                         description="Per-partition indexes.")
 
     @field_validator("storage_parameters")
     @classmethod
@@ -91,7 +96,7 @@ class PartitionTemplate(StrictModel):
 class ConvertSpec(StrictModel):
     """Turn an existing plain table into a partitioned table of the declared layout, online."""
 
-    enabled: bool = Field(description="Explicit opt-in: the table is converted only when true.")
+    enabled: bool = Field(examples=[True], description="Explicit opt-in: the table is converted only when true.")
     batch_memory: str = Field(
         default="64Mi", alias="batchMemory", pattern=BATCH_MEMORY_PATTERN,
         description="Memory budget for one copy batch; the batch row count is derived from the average row width.",

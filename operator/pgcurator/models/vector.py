@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from ..errors import PlanError, SpecError
+from ..errors import SpecError
 from ..sql.expressions import validate_predicate
 from .common import (
     AT_LEAST_1S,
@@ -22,8 +22,9 @@ from .common import (
     check_identifier,
     parse_duration,
 )
+from .examples import Refusal, eg
 from .hints import hint
-from .pgvector import MAX_INDEX_DIMENSIONS, MAX_TYPE_DIMENSIONS, OPCLASSES, select_opclass
+from .vector_rules import spec_fix, spec_problems
 
 QUANTITY_PATTERN = hint(
     r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$", "a memory quantity such as '512Mi' or '1Gi' (units Ki, Mi, Gi, Ti, k, M, G, T)"
@@ -80,9 +81,9 @@ class HnswParams(StrictModel):
     @model_validator(mode="after")
     def _ef_vs_m(self) -> HnswParams:
         if self.ef_construction < 2 * self.m:
-            raise ValueError(
-                f"efConstruction ({self.ef_construction}) must be at least 2*m ({2 * self.m}): pgvector refuses "
-                "to build otherwise"
+            raise Refusal(
+                f"must be at least 2*m ({2 * self.m}), not {self.ef_construction}: pgvector refuses "
+                "to build otherwise", eg("efConstruction", max(64, 2 * self.m)), at=("efConstruction",)
             )
         return self
 
@@ -93,6 +94,7 @@ ListsValue = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer", "minimum": 1, "maximum": 32768}, {"type": "string", "enum": ["auto"]}],
+            "example": 100,
             "x-kubernetes-validations": [{
                 "rule": "type(self) == int ? (self >= 1 && self <= 32768) : self == 'auto'",
                 "message": "must be a number of lists from 1 to 32768, or 'auto', e.g. 100",
@@ -105,7 +107,7 @@ ListsValue = Annotated[
 
 
 class IvfflatParams(StrictModel):
-    lists: ListsValue = Field(default="auto")
+    lists: ListsValue = Field(default="auto", examples=[100])
 
     @field_validator("lists")
     @classmethod
@@ -125,7 +127,7 @@ class BuildSettingsSpec(StrictModel):
         alias="memoryBudget",
         json_schema_extra=cel_rule(
             "quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0",
-            "must be between 1Mi and 1Ti, e.g. '1Gi'",
+            "must be between 1Mi and 1Ti",
         ),
         pattern=QUANTITY_PATTERN,
         description="Memory the build may use on the server (maintenance_work_mem plus parallel workers), as a "
@@ -137,6 +139,7 @@ class BuildSettingsSpec(StrictModel):
         alias="maxParallelWorkers",
         ge=0,
         le=64,
+        examples=[4],
         description="Upper bound on parallel maintenance workers for the build (default: the server's "
         "max_parallel_workers). The budget can lower it further.",
     )
@@ -159,6 +162,7 @@ class BuildSettingsSpec(StrictModel):
 class ApplySearchSetting(StrictModel):
     role: Identifier | None = Field(
         default=None,
+        examples=["app_reader"],
         description="Run ALTER ROLE <role> IN DATABASE <db> SET hnsw.ef_search (or ivfflat.probes) to the "
         "recommended value. The operator's role needs the right to alter that role.",
     )
@@ -190,15 +194,17 @@ class RecallSpec(StrictModel):
         alias="searchValues",
         min_length=1,
         max_length=20,
+        examples=[[20, 40, 80]],
         description="hnsw.ef_search (HNSW) or ivfflat.probes (IVFFlat) values to measure. Default: "
         "10,20,40,80,160,320 for HNSW; 1,2,4,... up to lists for IVFFlat.",
     )
     interval: Duration = Field(default="6h", description="How often recall is measured again without a rebuild.",
-                               json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s, e.g. '6h'"))
+                               json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s"))
     sample_filter: str | None = Field(
         default=None,
         alias="sampleFilter",
         max_length=4000,
+        examples=["category = 'news'"],
         description="A SQL predicate (one plain expression, e.g. \"category = 'news'\"): filtered queries are "
         "measured too, with pgvector 0.8's iterative index scan off and relaxed_order.",
     )
@@ -220,7 +226,7 @@ class RecallSpec(StrictModel):
     @classmethod
     def _min(cls, v: str) -> str:
         if parse_duration(v) < 1:
-            raise ValueError("recall.interval must be at least 1s")
+            raise ValueError("must be at least 1s")
         return v
 
     @field_validator("sample_filter")
@@ -236,25 +242,27 @@ class RecallSpec(StrictModel):
 
 class VectorIndexSpec(CommonSpec):
     table: TableRef = Field(description="The table holding the vectors.")
-    column: Identifier = Field(description="The vector column.")
-    type: ElementType = Field(description="Column element type: vector, halfvec, bit or sparsevec.")
+    column: Identifier = Field(examples=["embedding"], description="The vector column.")
+    type: ElementType = Field(examples=["vector"], description="Column element type: vector, halfvec, bit or sparsevec.")
     dimensions: int = Field(
-        ge=1, le=1_000_000_000,
+        ge=1, le=1_000_000_000, examples=[1536],
         description="The column's dimensions (checked against the column before any build). Indexable maxima: "
         "vector 2000, halfvec 4000, bit 64000; sparsevec up to 1000 non-zero elements.",
     )
-    metric: Metric = Field(description="Distance: cosine, l2, innerProduct, l1, hamming or jaccard.")
+    metric: Metric = Field(examples=["cosine"], description="Distance: cosine, l2, innerProduct, l1, hamming or jaccard.")
     method: Method = Field(default=Method.hnsw, description="hnsw or ivfflat.")
     hnsw: HnswParams | None = Field(default=None, description="HNSW parameters (method: hnsw).")
     ivfflat: IvfflatParams | None = Field(default=None, description="IVFFlat parameters (method: ivfflat).")
     where: str | None = Field(
         default=None,
         max_length=4000,
+        examples=["embedding IS NOT NULL"],
         description="Partial index predicate, one plain SQL expression (e.g. `embedding IS NOT NULL`).",
     )
     index_name: Identifier | None = Field(
         default=None,
         alias="indexName",
+        examples=["docs_embedding_hnsw_idx"],
         description="Index name (default <table>_<column>_<method>_idx).",
     )
     build: BuildSettingsSpec = Field(default_factory=BuildSettingsSpec, description="Build resources.")
@@ -284,7 +292,7 @@ class VectorIndexSpec(CommonSpec):
         # A bad spec is refused before anything is observed or built.
         problems = spec_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise Refusal("; ".join(problems), spec_fix(self))
         return self
 
     @property
@@ -294,48 +302,6 @@ class VectorIndexSpec(CommonSpec):
     @property
     def ivfflat_params(self) -> IvfflatParams:
         return self.ivfflat or IvfflatParams()
-
-
-def _type_rules() -> list[dict[str, str]]:
-    """pgvector's dimension limits and operator classes (pgvector.py) as CEL: one table, two checkers."""
-    rules = [{
-        "rule": f"self.type != '{t}' || self.dimensions <= {limit}",
-        "message": f"{t} indexes hold at most {limit} dimensions",
-        "fieldPath": ".dimensions",
-    } for t, limit in MAX_INDEX_DIMENSIONS.items()]
-    for t in ElementType:
-        fits = sorted(m for (ty, m) in OPCLASSES if ty == t.value)
-        rules.append({"rule": f"self.type != '{t.value}' || self.metric in {fits!r}".replace('"', "'"),
-                      "message": f"metric does not apply to {t.value}; {t.value} supports {', '.join(fits)}",
-                      "fieldPath": ".metric"})
-    ivf = sorted(f"{t}/{m}" for (t, m), (_, methods) in OPCLASSES.items() if "ivfflat" in methods)
-    rules.append({"rule": f"!has(self.method) || self.method != 'ivfflat' || (self.type + '/' + self.metric) in "
-                  f"{ivf!r}".replace('"', "'"),
-                  "message": "ivfflat cannot index this type with this metric; use method hnsw",
-                  "fieldPath": ".method"})
-    return rules
-
-
-VECTOR_INDEX_CEL: list[dict[str, str]] = [
-    *_type_rules(),
-    {
-        "rule": "!has(self.hnsw) || !has(self.hnsw.m) || !has(self.hnsw.efConstruction) || "
-        "self.hnsw.efConstruction >= 2 * self.hnsw.m",
-        "message": "hnsw.efConstruction must be at least 2*m",
-    },
-    {
-        "rule": "!(has(self.method) && self.method == 'ivfflat' && self.type == 'sparsevec')",
-        "message": "ivfflat cannot index sparsevec; use method hnsw",
-    },
-    {
-        "rule": "!(has(self.method) && self.method == 'ivfflat' && has(self.hnsw))",
-        "message": "hnsw parameters given for method ivfflat",
-    },
-    {
-        "rule": "!((!has(self.method) || self.method == 'hnsw') && has(self.ivfflat))",
-        "message": "ivfflat parameters given for method hnsw",
-    },
-]
 
 
 def default_index_name(table: str, column: str, method: str) -> str:
@@ -353,25 +319,3 @@ def spec_summary(spec: VectorIndexSpec) -> dict[str, Any]:
     else:
         out["lists"] = spec.ivfflat_params.lists
     return out
-
-
-def spec_problems(spec: VectorIndexSpec) -> list[str]:
-    """Every rule the spec breaks (empty: fine). Called by the model validator."""
-    problems: list[str] = []
-    t, metric, method = spec.type.value, spec.metric.value, spec.method.value
-    try:
-        select_opclass(t, metric, method)
-    except PlanError as exc:
-        problems.append(exc.message)
-    limit = MAX_INDEX_DIMENSIONS.get(t)
-    if limit is not None and spec.dimensions > limit:
-        problems.append(f"{t} indexes hold at most {limit} dimensions, not {spec.dimensions}"
-                        + ("; halfvec allows 4000 (cast with an expression index) or reduce dimensions"
-                           if t == "vector" else ""))
-    if spec.dimensions > MAX_TYPE_DIMENSIONS[t]:
-        problems.append(f"{t} allows at most {MAX_TYPE_DIMENSIONS[t]} dimensions")
-    if method == "hnsw" and spec.ivfflat is not None:
-        problems.append("ivfflat parameters given for method hnsw")
-    if method == "ivfflat" and spec.hnsw is not None:
-        problems.append("hnsw parameters given for method ivfflat")
-    return problems

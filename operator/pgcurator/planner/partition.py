@@ -150,11 +150,13 @@ def _plan_sub_level(spec: PartitionPolicySpec, root: Parent, obs: TableObservati
         if applies.hash is not None:
             _plan_hash_level(spec, applies.hash, me, p.children, obs.column_types, now, plan, None)
         elif applies.range is not None:
+            same_column = spec.range is not None and spec.range.column == col
+            # The highest key is the first level's column's: it only bounds a sub-level on that column.
             child_obs = TableObservation(schema=p.schema, name=p.name, exists=True, relkind="p",
                                          partitions=p.children, column_types=obs.column_types, columns=obs.columns,
-                                         max_key=obs.max_key)
+                                         max_key=obs.max_key if same_column else None)
             inside = None
-            if spec.range is not None and spec.range.column == col:
+            if spec.range is not None and same_column:
                 # On the parent's own column: leaves for the rest of this parent's range, not a
                 # window from now that would leave later parents (created by premake) without any.
                 inside = parse_range_bound(p.bound_expr, obs.column_types[col], ZoneInfo(spec.range.time_zone))

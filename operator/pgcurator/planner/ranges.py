@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..models.partition import IntervalUnit
+from ..models.intervals import IntervalUnit
 
 TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 INT_TYPES = {"smallint", "integer", "bigint"}
