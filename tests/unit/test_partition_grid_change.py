@@ -215,3 +215,18 @@ def test_a_same_column_sub_level_must_split_its_parent(first: dict[str, object],
             "range": {"column": "server_timestamp", **first},
             "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", **second}}})
     assert "e.g." in str(info.value) or "lower the premake" in str(info.value)
+
+
+def test_a_sub_level_on_another_column_ignores_the_first_levels_highest_key() -> None:
+    # Found by the planner property test: the first level's highest key (k) was handed to a range
+    # sub-level on another column (s), whose window then moved on every run (never UpToDate).
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "k", "width": 10, "premake": 0},
+        "subpartition": {"strategy": "range", "range": {"column": "s", "width": 10, "premake": 0}}})
+    obs = table([], column_type="bigint", key="k", max_key=55)
+    obs.column_types.update({"k": "bigint", "s": "bigint"})
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    obs = apply(obs, plan_policy(s, obs, now)[0])
+    again, _ = plan_policy(s, obs, now)
+    assert again.steps == [], [st.target for st in again.steps]
