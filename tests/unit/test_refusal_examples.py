@@ -322,3 +322,21 @@ def test_the_cli_says_what_to_write_for_a_resources_kind_and_name_too(doc: dict[
     fixed = {**doc, key: value}
     spec = next(base for kind, base in BASES if kind == fixed["kind"])
     assert isinstance(resource_of({**fixed, "spec": spec}, list(ALL_KINDS)), Resource)
+
+
+def test_every_predicate_field_follows_the_one_predicate_rule() -> None:
+    """Issue 14: the predicate validator was copied per kind. Every field holding a SQL predicate
+    refuses the same hostile text with the same message (one rule, `models.common.Predicate`)."""
+    predicate_leaves = [(kind, base, path) for kind, base, path in LEAVES
+                        if path[-1] in ("where", "sampleFilter")]
+    assert {(kind, path[-1]) for kind, _, path in predicate_leaves} >= {
+        ("IndexPolicy", "where"), ("VectorIndex", "where"), ("VectorIndex", "sampleFilter"),
+        ("PartitionPolicy", "where")}
+    messages = set()
+    for kind, base, path in predicate_leaves:
+        spec = copy.deepcopy(base)
+        put(spec, path, "1 = 1; DROP TABLE users")
+        errors = errors_of(kind, spec)
+        assert len(errors) == 1, (kind, path, errors)
+        messages.add(errors[0]["msg"])
+    assert len(messages) == 1, messages

@@ -13,6 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer names
 # would silently alias each other, so they are refused up front.
+from ..errors import SpecError
+from ..sql.expressions import validate_predicate
 from ..sql.quote import MAX_IDENTIFIER_BYTES
 from .hints import echo, hint
 
@@ -56,6 +58,18 @@ def check_identifier(value: str) -> str:
         )
     return value
 
+
+
+def check_predicate(value: str) -> str:
+    """One plain SQL expression, parsed (pglast): the one rule for every predicate a spec holds
+    (partial-index `where`, template index `where`, VectorIndex `sampleFilter`)."""
+    try:
+        return validate_predicate(value)
+    except SpecError as exc:
+        raise ValueError(exc.message) from None  # the error's location already names the field
+
+
+Predicate = Annotated[str, AfterValidator(check_predicate)]
 
 Identifier = Annotated[
     str,

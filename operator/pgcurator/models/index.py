@@ -9,12 +9,13 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import SpecError
-from ..sql.expressions import validate_expression, validate_predicate
+from ..sql.expressions import validate_expression
 from ..sql.quote import fit_identifier
 from .common import (
     CommonSpec,
     Duration,
     Identifier,
+    Predicate,
     Schedule,
     StrictModel,
     TableRef,
@@ -105,7 +106,7 @@ class IndexDecl(StrictModel):
     include: list[Identifier] = Field(
         default_factory=list, max_length=32, examples=[["created_at"]], description="Non-key columns stored in the index (INCLUDE)."
     )
-    where: str | None = Field(
+    where: Predicate | None = Field(
         default=None,
         max_length=4000,
         examples=[PREDICATE_EXAMPLE],
@@ -130,16 +131,6 @@ class IndexDecl(StrictModel):
     @classmethod
     def _idents(cls, v: list[str]) -> list[str]:
         return [check_identifier(x) for x in v]
-
-    @field_validator("where")
-    @classmethod
-    def _pred(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            return validate_predicate(v)
-        except SpecError as exc:
-            raise ValueError(exc.message) from None
 
     @field_validator("storage_parameters")
     @classmethod

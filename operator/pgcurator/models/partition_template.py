@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from .common import IDENTIFIER_PATTERN, Identifier, StrictModel, check_identifier
+from .common import IDENTIFIER_PATTERN, Identifier, Predicate, StrictModel, check_identifier
 from .hints import echo, hint
 from .index import PREDICATE_EXAMPLE
 
@@ -49,21 +49,8 @@ class TemplateIndex(StrictModel):
                                       description="Indexed columns, in order.")
     unique: bool = Field(default=False, description="A unique index per partition (the parent cannot carry one "
                          "that does not include the partition key).")
-    where: str | None = Field(default=None, max_length=2000, examples=[PREDICATE_EXAMPLE],
+    where: Predicate | None = Field(default=None, max_length=2000, examples=[PREDICATE_EXAMPLE],
                               description="Partial index predicate (one plain expression, validated).")
-
-    @field_validator("where")
-    @classmethod
-    def _predicate(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from ..errors import SpecError
-        from ..sql.expressions import validate_predicate
-
-        try:
-            return validate_predicate(v)
-        except SpecError as exc:
-            raise ValueError(exc.message) from None
 
 
 class PartitionTemplate(StrictModel):

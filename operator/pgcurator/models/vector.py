@@ -8,13 +8,12 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from ..errors import SpecError
-from ..sql.expressions import validate_predicate
 from .common import (
     AT_LEAST_1S,
     CommonSpec,
     Duration,
     Identifier,
+    Predicate,
     Schedule,
     StrictModel,
     TableRef,
@@ -200,7 +199,7 @@ class RecallSpec(StrictModel):
     )
     interval: Duration = Field(default="6h", description="How often recall is measured again without a rebuild.",
                                json_schema_extra=cel_rule(AT_LEAST_1S, "must be at least 1s"))
-    sample_filter: str | None = Field(
+    sample_filter: Predicate | None = Field(
         default=None,
         alias="sampleFilter",
         max_length=4000,
@@ -229,16 +228,6 @@ class RecallSpec(StrictModel):
             raise ValueError("must be at least 1s")
         return v
 
-    @field_validator("sample_filter")
-    @classmethod
-    def _filter(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return validate_predicate(v)
-        except SpecError as exc:
-            raise ValueError(exc.message) from None  # the location already names the field
-
 
 class VectorIndexSpec(CommonSpec):
     table: TableRef = Field(description="The table holding the vectors.")
@@ -253,7 +242,7 @@ class VectorIndexSpec(CommonSpec):
     method: Method = Field(default=Method.hnsw, description="hnsw or ivfflat.")
     hnsw: HnswParams | None = Field(default=None, description="HNSW parameters (method: hnsw).")
     ivfflat: IvfflatParams | None = Field(default=None, description="IVFFlat parameters (method: ivfflat).")
-    where: str | None = Field(
+    where: Predicate | None = Field(
         default=None,
         max_length=4000,
         examples=["embedding IS NOT NULL"],
@@ -276,16 +265,6 @@ class VectorIndexSpec(CommonSpec):
     @classmethod
     def _ident(cls, v: str | None) -> str | None:
         return None if v is None else check_identifier(v)
-
-    @field_validator("where")
-    @classmethod
-    def _where(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return validate_predicate(v)
-        except SpecError as exc:
-            raise ValueError(exc.message) from None  # the location already names the field
 
     @model_validator(mode="after")
     def _rules(self) -> VectorIndexSpec:
