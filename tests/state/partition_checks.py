@@ -191,6 +191,7 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
     if other is not None and other.reason not in NOT_MANAGING:
         # One manager per table: the second policy on it runs nothing and says who manages it.
         inv.counted(KIND)
+        bump(KIND, "second policy on a managed table")
         if ran or real.reason != "ConflictingManager" or dry.reason != "ConflictingManager":
             raise inv.Broken("objects owned by others untouched",
                              f"st.{case.table} is managed by {OTHER} ({other.reason}); the second policy said "

@@ -208,7 +208,9 @@ def partition_cases(draw: st.DrawFn, big: bool = False) -> PartitionCase:
     case.metadata = draw(st.sampled_from(METADATA))
     names = draw(st.lists(st.sampled_from(sorted(DB_SETTINGS)), max_size=3, unique=True))
     case.settings = {n: draw(st.sampled_from(DB_SETTINGS[n])) for n in names}
-    if draw(st.integers(0, 5)) == 0:
+    # Mostly alone on its table: a second policy makes the subject's run a refusal (hypothesis
+    # draws the small integers far more often than 1 in n, so not integers(0, n) == 0).
+    if draw(st.sampled_from([False] * 7 + [True])):
         case.other_policy = draw(policy_specs(table, key_type))
     if case.table_state == "plain":
         case.plain_rows = draw(st.integers(0, 3))
