@@ -22,7 +22,7 @@ from .reconcile.vector import cleanup_vector_index, reconcile_vector_index
 
 async def _reconcile_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> Outcome:
     return await reconcile_partition_policy(ctx.conn, spec, resource=ctx.resource, now=ctx.now,
-                                            on_event=ctx.event, progress=ctx.progress)
+                                            on_event=ctx.event, progress=ctx.progress, alive=ctx.alive)
 
 
 async def _cleanup_partition(ctx: ReconcileContext, spec: PartitionPolicySpec) -> None:

@@ -199,7 +199,7 @@ class Harness:
             # Same handler, only `now` passed through (the operator passes the wall clock).
             async def with_now(ctx: ReconcileContext, s: Any) -> Outcome:
                 return await reconcile_partition_policy(ctx.conn, s, resource=ctx.resource, now=now,
-                                                        on_event=ctx.event, progress=ctx.progress)
+                                                        on_event=ctx.event, progress=ctx.progress, alive=ctx.alive)
 
             handler = dataclasses.replace(handler, reconcile=with_now)
         self.generation += 1

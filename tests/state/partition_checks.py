@@ -19,6 +19,10 @@ from .tally import bump, distinct
 
 KIND = "PartitionPolicy"
 RESOURCE = resource_name(KIND)
+OTHER = "other-policy"
+# A run that stops at these never got to the table (the metadata schema is not usable): it
+# manages nothing, so the subject is not a second manager.
+NOT_MANAGING = {"MetadataSchemaForbidden", "MetadataSchemaTooNew"}
 
 
 def _window_exprs(case_key: str, r: dict[str, Any]) -> list[str]:
@@ -158,8 +162,13 @@ async def _digest(conn: asyncpg.Connection, case: PartitionCase, spec: dict[str,
 
 
 async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, Any], now: datetime) -> Step:
-    """Dry run, real run, dry run again; every invariant in between."""
+    """Another PartitionPolicy on the table (if any), then dry run, real run, dry run again; every
+    invariant in between."""
     admin = await h.admin()
+    other: Result | None = None
+    if case.other_policy is not None:
+        other = await h.apply(KIND, case.other_policy, now=now, name=OTHER)
+        inv.no_internal_error(KIND, other)
     distinct(KIND, "specs tried", spec)
     bump(KIND, "reconciles", 3)
     st_before = await inv.relations(admin, "st")
@@ -179,6 +188,15 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
     if dry.reason in ("DryRun", "UpToDate") and not real.degraded:
         inv.dry_plan_equals_run(KIND, dry, ran)
     inv.untouched(KIND, other_before, await inv.relations(admin, "other"), "other")
+    if other is not None and other.reason not in NOT_MANAGING:
+        # One manager per table: the second policy on it runs nothing and says who manages it.
+        inv.counted(KIND)
+        bump(KIND, "second policy on a managed table")
+        if ran or real.reason != "ConflictingManager" or dry.reason != "ConflictingManager":
+            raise inv.Broken("objects owned by others untouched",
+                             f"st.{case.table} is managed by {OTHER} ({other.reason}); the second policy said "
+                             f"{dry.reason}/{real.reason} and ran {inv.normalise_history(ran)[:5]}", real)
+        inv.untouched(KIND, st_before, await inv.relations(admin, "st"), f"st (managed by {OTHER})")
     # Partitions that are not the resource's to change keep their shape. Retention may remove old
     # ones, and a DEFAULT partition's rows may be moved out.
     if spec.get("retention") is None:

@@ -68,6 +68,8 @@ class PartitionCase:
     metadata: str = "absent"
     settings: dict[str, str] = field(default_factory=dict)
     plain_rows: int = 0
+    # Another PartitionPolicy declaring the same table (its own retention, grid...), run first.
+    other_policy: dict[str, Any] | None = None
 
     @property
     def column_type(self) -> str:
@@ -80,7 +82,8 @@ class PartitionCase:
         """What makes this state distinct (for the 'states explored' count)."""
         return {"t": self.table, "k": self.key_type, "ts": self.table_state, "r": self.state_range,
                 "p": [(str(p.lower), str(p.upper), p.naming, p.rows) for p in self.parts], "d": self.default,
-                "l": self.loose_table, "m": self.metadata, "s": self.settings, "n": self.now.isoformat()}
+                "l": self.loose_table, "m": self.metadata, "s": self.settings, "n": self.now.isoformat(),
+                "o": self.other_policy}
 
 
 # --- grids -------------------------------------------------------------------------------------
@@ -206,6 +209,10 @@ def partition_cases(draw: st.DrawFn, big: bool = False) -> PartitionCase:
     case.metadata = draw(st.sampled_from(METADATA))
     names = draw(st.lists(st.sampled_from(sorted(DB_SETTINGS)), max_size=3, unique=True))
     case.settings = {n: draw(st.sampled_from(DB_SETTINGS[n])) for n in names}
+    # Mostly alone on its table: a second policy makes the subject's run a refusal (hypothesis
+    # draws the small integers far more often than 1 in n, so not integers(0, n) == 0).
+    if draw(st.sampled_from([False] * 7 + [True])):
+        case.other_policy = draw(policy_specs(table, key_type))
     if case.table_state == "plain":
         case.plain_rows = draw(st.integers(0, 3))
     if case.table_state != "partitioned":

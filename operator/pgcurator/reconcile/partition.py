@@ -15,6 +15,7 @@ from ..catalog.partitions import (
 )
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
+from ..db.ownership import Alive
 from ..errors import PlanError
 from ..limits import SHOWN_ITEMS, STATUS_LIST, STATUS_NOTES
 from ..models.partition import PartitionPolicySpec
@@ -26,6 +27,7 @@ from ..sql.quote import fit_identifier
 from ..sql.statements import Plan, Step
 from ..timefmt import k8s_time
 from .outcome import Event, Outcome, step_event
+from .partition_claim import claim_table, conflict_outcome
 from .partition_cleanup import cleanup_partition_policy
 from .partition_stats import record_and_summarise
 
@@ -140,9 +142,15 @@ async def reconcile_partition_policy(
     now: datetime | None = None,
     on_event: Callable[[Event], Awaitable[None]] | None = None,
     progress: Progress | None = None,
+    alive: Alive | None = None,
 ) -> Outcome:
-    """Observe, plan, run (unless dryRun/suspend), observe again, and describe the result."""
+    """Observe, plan, run (unless dryRun/suspend), observe again, and describe the result.
+    `alive` tells whether the holder of a claim on the table still exists (None: assume it does)."""
     await ensure_metadata(conn)
+    # Before any conversion step or DDL: a table another live PartitionPolicy manages is left alone.
+    holder = await claim_table(conn, spec, resource, alive, write=not (spec.dry_run or spec.suspend))
+    if holder is not None:
+        return conflict_outcome(spec, resource, holder)
     now = now or datetime.now(UTC)
     t = spec.table
     # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.

@@ -1,4 +1,5 @@
-"""deletionPolicy: Delete — remove the partitions a PartitionPolicy created, but only empty ones.
+"""deletionPolicy: Delete — remove the partitions a PartitionPolicy created, but only empty ones,
+and only while it manages the table; then give up its claim on the table.
 
 Each partition goes in one transaction that first locks the parent and the partition ACCESS
 EXCLUSIVE (under lockTimeout), then checks it is empty, detaches and drops it. Checking outside
@@ -18,12 +19,14 @@ import asyncpg
 from ..catalog.partitions import PartitionInfo, observe_table
 from ..db.executor import RETRYABLE, TableLock, lock_retry_delay, record_history
 from ..db.metadata import ensure_metadata
+from ..db.ownership import owner_of
 from ..errors import LockBusy
 from ..limits import SHOWN_ITEMS
 from ..models.common import Timeouts, parse_duration
 from ..models.partition import PartitionPolicySpec
 from ..sql.quote import literal, qualified
 from .outcome import Event
+from .partition_claim import TABLE, release_table
 
 log = logging.getLogger("pgcurator")
 
@@ -65,9 +68,17 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
                                    on_event: Callable[[Event], Awaitable[None]] | None = None) -> list[str]:
     """Drops the empty partitions this policy created; returns the ones kept because they hold
     rows (deleting a policy never deletes rows). Raises LockBusy when a lock stays unavailable
-    after lockRetries attempts, so the deletion is retried."""
+    after lockRetries attempts, so the deletion is retried. A table another resource manages
+    (this one was refused as a second manager, or gave it up) is left as it is."""
     await ensure_metadata(conn)
     t = spec.table
+    holder = await owner_of(conn, TABLE, t.schema_, t.name)
+    if holder not in (None, resource):
+        msg = f"{t.qualified} is managed by {holder}: nothing of it dropped"
+        log.info("%s: %s", resource, msg)
+        if on_event is not None:
+            await on_event(Event("Normal", "ManagedElsewhere", msg))
+        return []
     created = {r[0] for r in await conn.fetch(_CREATED_SQL, resource)}
     kept: list[str] = []
     async with TableLock(conn, t.schema_, t.name):
@@ -92,6 +103,7 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
                     break
             if not dropped:
                 kept.append(p.name)
+        await release_table(conn, spec, resource)
     if kept:
         msg = f"kept {len(kept)} partitions that hold rows: {', '.join(kept[:SHOWN_ITEMS])}"
         log.warning("%s: %s", resource, msg)
