@@ -217,4 +217,20 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
         again = await h.apply(KIND, {**spec, "dryRun": True}, now=now)
         inv.no_internal_error(KIND, again)
         inv.plans_nothing(KIND, again)
+        if _layout(real.status) != _layout(again.status):
+            # The run read back only what it changed and did not plan again (issue 14).
+            raise inv.Broken("the status after a run is what a fresh observation shows",
+                             f"after the run {_layout(real.status)}; observed afresh {_layout(again.status)}", real)
     return Step(dry, real, again)
+
+
+# What a run changes of the status; row estimates and sizes are statistics of the moment of reading.
+_LAYOUT = ("partitionCount", "coveredUntil", "oldestBound", "newestBound", "partitionsAhead", "defaultRows",
+           "defaultRowsRange", "templateDrift", "unmanagedPartitions", "partitionsTruncated")
+
+
+def _layout(status: dict[str, Any]) -> dict[str, Any]:
+    out = {k: status.get(k) for k in _LAYOUT}
+    out["partitions"] = [{k: v for k, v in p.items() if k not in ("estimatedRows", "sizeBytes")}
+                         for p in status.get("partitions") or []]
+    return out

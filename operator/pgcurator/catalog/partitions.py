@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..sql.quote import ident, qualified
@@ -52,6 +52,7 @@ class TableObservation:
     schema: str
     name: str
     exists: bool = False
+    oid: int | None = None
     relkind: str | None = None  # 'p' partitioned, 'r' plain, ...
     strategy: str | None = None  # 'r' range, 'l' list, 'h' hash
     key_columns: list[str] = field(default_factory=list)
@@ -104,6 +105,15 @@ _COLUMNS_SQL = """
 SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL), a.attgenerated <> ''
   FROM pg_catalog.pg_attribute a
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
+_COLUMNS_BY_NAME_SQL = """
+SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL), a.attgenerated <> ''
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum
 """
 
@@ -169,34 +179,18 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     if row is None:
         return obs
     obs.exists = True
+    obs.oid = oid = int(row["oid"])
     obs.relkind = row["relkind"]
     obs.strategy = row["strategy"]
     obs.key_has_expressions = bool(row["has_exprs"])
     obs.key_columns = list(row["key_columns"])
-    oid = row["oid"]
     obs.columns = [ColumnInfo(r[0], r[1], bool(r[2])) for r in await conn.fetch(_COLUMNS_SQL, oid)]
     obs.column_types = {c.name: c.type for c in obs.columns}
     if obs.relkind != "p":
         return obs
-    rows = await conn.fetch(_PARTITIONS_SQL, oid)
-    by_oid: dict[int, PartitionInfo] = {}
-    for r in rows:
-        if r["inhparent"] == oid:
-            by_oid[r["oid"]] = _info(r)
-            obs.partitions.append(by_oid[r["oid"]])
-    for r in rows:
-        if r["inhparent"] != oid and r["inhparent"] in by_oid:
-            by_oid[r["inhparent"]].children.append(_info(r))
-    default = obs.default_partition
+    obs.partitions = await _read_partitions(conn, oid)
     column = key_column or (obs.key_columns[0] if obs.key_columns else None)
-    if default is not None:
-        dq = qualified(default.schema, default.name)
-        obs.default_rows = int(
-            await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM {dq} LIMIT {DEFAULT_ROW_CAP}) s")
-        )
-        if obs.default_rows and column:
-            lo, hi = await conn.fetchrow(f"SELECT min({ident(column)}), max({ident(column)}) FROM {dq}")
-            obs.default_min, obs.default_max = lo, hi
+    await _read_default(conn, obs, column)
     if column and obs.column_types.get(column) in ("smallint", "integer", "bigint") and obs.strategy == "r":
         # Served by an index on the key when there is one; statement_timeout bounds it otherwise.
         obs.max_key = await conn.fetchval(f"SELECT max({ident(column)}) FROM {qualified(schema, name)}")
@@ -208,6 +202,52 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     tag = "_" + hashlib.sha256(name.encode()).hexdigest()[:8] + "_"
     obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag)}
     return obs
+
+
+async def table_columns(conn: Any, schema: str, name: str) -> list[ColumnInfo]:
+    """The table's columns alone (one query), for a caller that needs nothing else of it."""
+    return [ColumnInfo(r[0], r[1], bool(r[2])) for r in await conn.fetch(_COLUMNS_BY_NAME_SQL, schema, name)]
+
+
+async def reread_partitions(conn: Any, obs: TableObservation, key_column: str | None = None) -> TableObservation:
+    """A copy of `obs` with only what a run can change read again: the partitions (two levels,
+    one query) and the DEFAULT partition's rows, which a move takes out. The rest (columns, the
+    largest key, markers, loose tables) is as observed; `default_rows_in` is left empty, being
+    about the ranges of the plan that ran."""
+    fresh = replace(obs, partitions=[], default_rows=None, default_min=None, default_max=None, default_rows_in={})
+    if obs.oid is None or obs.relkind != "p":
+        return fresh
+    fresh.partitions = await _read_partitions(conn, obs.oid)
+    # Counted whenever a DEFAULT exists: the count is how "it has or had rows" is told, and it
+    # costs nothing when the partition is empty (as one created by this run is).
+    await _read_default(conn, fresh, key_column or (obs.key_columns[0] if obs.key_columns else None))
+    return fresh
+
+
+async def _read_partitions(conn: Any, oid: int) -> list[PartitionInfo]:
+    rows = await conn.fetch(_PARTITIONS_SQL, oid)
+    out: list[PartitionInfo] = []
+    by_oid: dict[int, PartitionInfo] = {}
+    for r in rows:
+        if r["inhparent"] == oid:
+            by_oid[r["oid"]] = _info(r)
+            out.append(by_oid[r["oid"]])
+    for r in rows:
+        if r["inhparent"] != oid and r["inhparent"] in by_oid:
+            by_oid[r["inhparent"]].children.append(_info(r))
+    return out
+
+
+async def _read_default(conn: Any, obs: TableObservation, column: str | None) -> None:
+    """The DEFAULT partition's row count (capped) and, when it has rows, the key's min and max."""
+    default = obs.default_partition
+    if default is None:
+        return
+    dq = qualified(default.schema, default.name)
+    obs.default_rows = int(await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM {dq} LIMIT {DEFAULT_ROW_CAP}) s"))
+    if obs.default_rows and column:
+        obs.default_min, obs.default_max = await conn.fetchrow(
+            f"SELECT min({ident(column)}), max({ident(column)}) FROM {dq}")
 
 
 async def count_default_rows_in(

@@ -32,9 +32,15 @@ from .partition_ddl import (
     partition_name,
     range_name,
     sub_for,
-    template_drift,
 )
-from .partition_range import RangeLayout, RangePartition, foreign_name, move_default_steps, plan_range_level
+from .partition_range import (
+    RangeLayout,
+    RangePartition,
+    foreign_name,
+    move_default_steps,
+    plan_range_level,
+    range_layout,
+)
 from .partition_retention import finish_interrupted
 from .ranges import parse_range_bound
 
@@ -42,7 +48,7 @@ from .ranges import parse_range_bound
 __all__ = [
     "LIKE_OPTIONS", "Parent", "RangeLayout", "RangePartition", "check_table",
     "child_statements", "default_partition_name", "desired_range_periods", "hash_bound", "list_bound",
-    "parse_list_values", "partition_name", "plan_policy", "plan_range", "range_name",
+    "parse_list_values", "partition_name", "plan_policy", "plan_range", "range_layout", "range_name",
 ]
 
 
@@ -188,18 +194,14 @@ def plan_policy(spec: PartitionPolicySpec, obs: TableObservation, now: datetime)
                 f"ALTER TABLE {qualified(t.schema_, t.name)} ATTACH PARTITION {qualified(t.schema_, dname)} DEFAULT",
             )))
 
-    layout: RangeLayout | None = None
     if spec.range is not None:
-        layout = plan_range_level(spec, spec.range, root, obs, column_type, now, plan, True)
+        plan_range_level(spec, spec.range, root, obs, column_type, now, plan, True)
     elif spec.list is not None:
         _plan_list_level(spec, root, obs, now, plan)
     elif spec.hash is not None:
         _plan_hash_level(spec, spec.hash, root, obs.partitions, obs.column_types, now, plan, spec.subpartition)
     _plan_sub_level(spec, root, obs, now, plan)
-    if layout is not None:
-        layout.drift = [d for p in obs.partitions for d in
-                        [template_drift(spec, q) for q in (p.children or [p])] if d]
-    return plan, layout
+    return plan, range_layout(spec, obs, now)
 
 
 def plan_range(spec: PartitionPolicySpec, obs: TableObservation, now: datetime) -> tuple[Plan, RangeLayout]:

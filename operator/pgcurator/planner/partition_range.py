@@ -12,13 +12,21 @@ from ..errors import PlanError
 from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Blocked, Plan, Step
-from .partition_ddl import Parent, child_statements, desired_range_periods, pieces_within, range_name
+from .partition_ddl import (
+    Parent,
+    child_statements,
+    desired_range_periods,
+    pieces_within,
+    range_name,
+    template_drift,
+)
 from .partition_retention import retention_steps
 from .ranges import (
     Bound,
     Span,
     Value,
     clamp_to_type,
+    column_key,
     key_suffix,
     overlaps,
     parse_range_bound,
@@ -39,7 +47,8 @@ class RangePartition:
 
 @dataclass
 class RangeLayout:
-    """What the planner understood of the table; also feeds the status."""
+    """What is understood of a range-partitioned table, for the status: `range_layout` of the
+    observation, so the status after a run needs no second plan."""
 
     column_type: str
     partitions: list[RangePartition]
@@ -133,12 +142,52 @@ def _window(r: RangeSpec, obs: TableObservation, column_type: str, now: datetime
     return out
 
 
+def range_layout(spec: PartitionPolicySpec, obs: TableObservation, now: datetime) -> RangeLayout | None:
+    """The first range level as the status shows it (None for list and hash): parsed partitions,
+    unparsed ones, coverage and template drift. Pure, and independent of planning."""
+    r = spec.range
+    if r is None:
+        return None
+    column_type = obs.column_types.get(r.column, "")
+    tz = ZoneInfo(r.time_zone)
+    parts, unparsed = parse_parts(obs, column_type, tz)
+    drift = [d for p in obs.partitions for d in [template_drift(spec, q) for q in (p.children or [p])] if d]
+    anchor: Value | None = now if r.interval is not None else obs.max_key
+    return RangeLayout(column_type, parts, unparsed, covered_until(parts, anchor, column_type, tz), drift)
+
+
+def covered_until(parts: list[RangePartition], anchor: Value | None, column_type: str, tz: ZoneInfo) -> Bound:
+    """The upper end of the run of adjacent partitions that holds `anchor` (now, or the largest
+    integer key; None: from the lowest partition, for an empty integer table). None when no
+    partition holds it, or when the run reaches MAXVALUE. A hole ends the run: coverage past it
+    is not coverage of the window."""
+    spans = sorted((span(p.lower, p.upper, column_type, tz) for p in parts),
+                   key=lambda s: (s.lo_key is not None, s.lo_key))
+    if not spans:
+        return None
+    if anchor is None:
+        first = 0
+    else:
+        key = column_key(anchor, column_type, tz)
+        holds = [i for i, s in enumerate(spans) if (s.lo_key is None or s.lo_key <= key)  # type: ignore[operator]
+                 and (s.hi_key is None or key < s.hi_key)]  # type: ignore[operator]
+        if not holds:
+            return None
+        first = holds[0]
+    end = spans[first]
+    for s in spans[first + 1:]:
+        if end.hi_key is None or s.lo_key is None or s.lo_key > end.hi_key:  # type: ignore[operator]
+            break
+        end = s
+    return end.upper
+
+
 def plan_range_level(
     spec: PartitionPolicySpec, r: RangeSpec, parent: Parent, obs: TableObservation, column_type: str,
     now: datetime, plan: Plan, root_level: bool, inside: tuple[Bound, Bound] | None = None,
-) -> RangeLayout:
+) -> None:
     tz = ZoneInfo(r.time_zone)
-    parts, unparsed = parse_parts(obs, column_type, tz)
+    parts, _ = parse_parts(obs, column_type, tz)
     by_name = {p.name: p for p in obs.partitions}
     default = obs.default_partition if root_level else None
     sub = spec.subpartition if root_level else None
@@ -196,12 +245,6 @@ def plan_range_level(
         ends = [(p.info, p.upper) for p in parts]
         plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned,
                                           default_planned=any(s.kind == "create_default" for s in plan.steps)))
-
-    covered: Bound = None
-    if parts:
-        uppers = [p.upper for p in parts]
-        covered = None if any(u is None for u in uppers) else max(uppers)  # type: ignore[type-var]
-    return RangeLayout(column_type, parts, unparsed, covered)
 
 
 def foreign_name(parent: Parent, name: str, what: str) -> Blocked:

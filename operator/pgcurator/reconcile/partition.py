@@ -12,6 +12,7 @@ from ..catalog.partitions import (
     count_default_rows_in,
     count_default_rows_where,
     observe_table,
+    reread_partitions,
 )
 from ..db.executor import RunResult, StepResult, TableLock, run_plan
 from ..db.metadata import ensure_metadata
@@ -19,7 +20,7 @@ from ..db.ownership import Alive
 from ..errors import PlanError
 from ..limits import SHOWN_ITEMS, STATUS_LIST, STATUS_NOTES
 from ..models.partition import PartitionPolicySpec
-from ..planner.partition import RangeLayout, plan_policy
+from ..planner.partition import RangeLayout, plan_policy, range_layout
 from ..planner.partition_ddl import list_predicate
 from ..planner.partition_range import ranges_to_create
 from ..planner.ranges import Bound, render_range
@@ -144,8 +145,9 @@ async def reconcile_partition_policy(
     progress: Progress | None = None,
     alive: Alive | None = None,
 ) -> Outcome:
-    """Observe, plan, run (unless dryRun/suspend), observe again, and describe the result.
-    `alive` tells whether the holder of a claim on the table still exists (None: assume it does)."""
+    """Observe once, plan once, run (unless dryRun/suspend), read back what the run changed, and
+    describe the result. `alive` tells whether the holder of a claim on the table still exists
+    (None: assume it does)."""
     await ensure_metadata(conn)
     # Before any conversion step or DDL: a table another live PartitionPolicy manages is left alone.
     holder = await claim_table(conn, spec, resource, alive, write=not (spec.dry_run or spec.suspend))
@@ -153,13 +155,15 @@ async def reconcile_partition_policy(
         return conflict_outcome(spec, resource, holder)
     now = now or datetime.now(UTC)
     t = spec.table
-    # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.
-    from .partition_convert import convert_if_needed
+    from .partition_convert import convert_locked
 
-    converting = await convert_if_needed(conn, spec, resource=resource, on_event=on_event, progress=progress)
-    if converting is not None:
-        return converting
+    # One lock for the whole run: the conversion's facts are read under it, once, and a
+    # conversion that finishes hands over to maintenance without another run slipping in.
     async with TableLock(conn, t.schema_, t.name):
+        # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.
+        converting = await convert_locked(conn, spec, resource=resource, on_event=on_event, progress=progress)
+        if converting is not None:
+            return converting
         obs = await observe_policy(conn, spec, now)
         plan, layout = plan_policy(spec, obs, now)
         status = layout_status(spec, obs, layout, now)
@@ -191,15 +195,16 @@ async def reconcile_partition_policy(
 
             run = await run_plan(conn, plan, resource=resource, timeouts=spec.timeouts, on_step=step_done,
                                  on_rows=rows_moved)
-            obs = await observe_policy(conn, spec, now)
-            _, layout = plan_policy(spec, obs, now)
-            status = layout_status(spec, obs, layout, now)
-            status["plan"] = []
+            if _changed(run):
+                # Only what a run changes is read back; the status follows from it without planning again.
+                obs = await reread_partitions(conn, obs, spec.key_column)
+                status = layout_status(spec, obs, range_layout(spec, obs, now), now)
+                status["plan"] = []
+                if plan.notes:
+                    status["notes"] = plan.notes[:STATUS_NOTES]
             status["lastRun"] = _run_summary(run, started)
             if moved:
                 status["defaultRowsMoved"] = moved
-            if plan.notes:
-                status["notes"] = plan.notes[:STATUS_NOTES]
         status["statistics"] = await record_and_summarise(conn, spec, obs, resource)
     if run.failed:
         first = run.failed[0]
@@ -219,6 +224,13 @@ async def reconcile_partition_policy(
         return _blocked_or(plan, Outcome.ready("UpToDate", _ready_message(status), status), status)
     return _blocked_or(plan, Outcome.ready("Applied", f"applied {len(run.applied)} steps; " + _ready_message(status),
                                            status), status)
+
+
+def _changed(run: RunResult) -> bool:
+    """Whether anything of the run took effect: a step that succeeded, or what a failed one left
+    outside a transaction (a DETACH CONCURRENTLY half done, move batches already committed)."""
+    return any(sr.outcome == "ok" or ((not sr.step.transactional or sr.step.repeat_until_zero)
+                                      and any(r.outcome == "ok" for r in sr.statements)) for sr in run.steps)
 
 
 def _blocked_or(plan: Plan, outcome: Outcome, status: dict[str, Any]) -> Outcome:

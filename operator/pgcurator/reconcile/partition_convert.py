@@ -45,11 +45,23 @@ async def convert_if_needed(
     """None when the conversion has nothing (more) to do and the normal maintenance path follows;
     otherwise what this slice of conversion did, or why it waits."""
     t = spec.table
-    if decide(await cat.observe_conversion(conn, t.schema_, t.name), spec).action is Action.NONE:
-        return None
     async with TableLock(conn, t.schema_, t.name):
-        await apply_session_limits(conn, spec.timeouts)
-        return await _run(conn, spec, resource, on_event, progress, on_transition)
+        return await convert_locked(conn, spec, resource=resource, on_event=on_event, progress=progress,
+                                    on_transition=on_transition)
+
+
+async def convert_locked(
+    conn: Any, spec: PartitionPolicySpec, *, resource: str, on_event: Emit = None, progress: Progress = None,
+    on_transition: OnTransition = None,
+) -> Outcome | None:
+    """convert_if_needed for a caller that holds the table's TableLock: the facts the first
+    decision is taken on are read once, under that lock."""
+    t = spec.table
+    facts = await cat.observe_conversion(conn, t.schema_, t.name)
+    if decide(facts, spec).action is Action.NONE:
+        return None
+    await apply_session_limits(conn, spec.timeouts)
+    return await _run(conn, spec, resource, on_event, progress, on_transition, facts)
 
 
 class _Skipped(Exception):
@@ -57,7 +69,7 @@ class _Skipped(Exception):
 
 
 async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, progress: Progress,
-               hook: OnTransition) -> Outcome | None:
+               hook: OnTransition, first: cat.ConversionFacts) -> Outcome | None:
     t = spec.table
 
     async def committed(action: str, phase: Phase | None) -> None:
@@ -65,8 +77,10 @@ async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, 
             await hook(action, phase)
 
     deadline = time.monotonic() + SLICE_SECONDS
+    fresh: cat.ConversionFacts | None = first
     for _ in range(MAX_TRANSITIONS):
-        facts = await cat.observe_conversion(conn, t.schema_, t.name)
+        # The first decision on the facts the caller read; every later one on what the last transition left.
+        facts, fresh = fresh or await cat.observe_conversion(conn, t.schema_, t.name), None
         d = decide(facts, spec)
         try:
             if d.action is Action.NONE:

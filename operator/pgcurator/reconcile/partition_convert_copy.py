@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from ..catalog import conversion as cat
-from ..catalog.partitions import observe_table
+from ..catalog.partitions import table_columns
 from ..db.executor import record_history
 from ..errors import CuratorError
 from ..models.partition import PartitionPolicySpec
@@ -74,7 +74,8 @@ class Work:
 
     async def columns(self) -> str:
         t = self.spec.table
-        cols = [c for c in (await observe_table(self.conn, t.schema_, t.name)).columns if not c.generated]
+        # The columns alone: the rest of the table was observed when the conversion was prepared.
+        cols = [c for c in await table_columns(self.conn, t.schema_, t.name) if not c.generated]
         return ", ".join(ident(c.name) for c in cols)
 
     async def _batch_size(self) -> int:
