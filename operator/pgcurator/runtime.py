@@ -51,16 +51,8 @@ def merge_conditions(old: list[dict[str, Any]], new: list[Condition], generation
         status = "True" if c.status else "False"
         prev = previous.get(c.type)
         since = prev.get("lastTransitionTime") if prev and prev.get("status") == status else now
-        out.append(
-            {
-                "type": c.type,
-                "status": status,
-                "reason": c.reason,
-                "message": c.message[:CONDITION_MESSAGE],
-                "lastTransitionTime": since or now,
-                "observedGeneration": generation,
-            }
-        )
+        out.append({"type": c.type, "status": status, "reason": c.reason, "message": c.message[:CONDITION_MESSAGE],
+                    "lastTransitionTime": since or now, "observedGeneration": generation})
     return out
 
 
@@ -87,6 +79,7 @@ class Worker:
         self.stopped = False  # cancelled by deactivate(): activate() starts it again
         self._last_warning: tuple[str, str] | None = None
         self._last_outcome = "unknown"
+        self.last_reason = ""  # the Ready condition's reason last published
         # Failed runs, and failed status writes (the API server may be away while the database is fine).
         s = runtime.engine.settings
         self.backoff = Backoff(s.retry_min, s.retry_max)
@@ -227,7 +220,7 @@ class Worker:
         status["conditions"] = merge_conditions(old, outcome.conditions, generation)
         ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
         status["ready"] = "True" if ready and ready.status else "False"
-        status["reason"] = ready.reason if ready else ""
+        status["reason"] = self.last_reason = ready.reason if ready else ""
         status["lastReconcileTime"] = k8s_time()
         self._last_outcome = next((c.type.lower() for c in outcome.conditions if c.status), "unknown")
         metrics.observe_status(self.handler.kind, body["metadata"]["namespace"], body["metadata"]["name"], status)
@@ -318,6 +311,11 @@ class Runtime:
             if worker is not None and worker.task is not None:
                 worker.task.cancel()
             self.workers.pop(key, None)
+            # Its claims are released (Delete) or may now be taken over (Retain): whoever was refused
+            # as a second manager tries again now, not at its next schedule (an hour by default).
+            for other in self.workers.values():
+                if other.last_reason == "ConflictingManager":
+                    other.wake.set()
             return
         if worker is not None and worker.body["metadata"].get("uid") == meta.get("uid"):
             worker.update(body)

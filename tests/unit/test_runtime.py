@@ -281,3 +281,33 @@ def test_a_ca_secret_is_read() -> None:
 
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     assert ca_pem_of("ns/ca", "ca.crt", base64.b64encode(pem.encode()).decode()) == pem
+
+
+async def test_deleting_a_manager_wakes_the_resources_it_refused() -> None:
+    """A second manager refused with ConflictingManager used to wait for its next schedule (an hour
+    by default) after the first was deleted; it is woken at the deletion instead."""
+    runs: dict[str, int] = {"r": 0, "s": 0}
+
+    async def reconcile(ctx: Any, spec: Spec) -> Outcome:
+        name = ctx.resource.rsplit("/", 1)[-1]
+        runs[name] += 1
+        if name == "s" and "r" in holders:
+            return Outcome.degraded("ConflictingManager", "table t is managed by Fake/ns/r")
+        return Outcome.ready("Applied", "ok")
+
+    holders = {"r"}
+    handler = KindHandler(kind="Fake", plural="fakes", model=Spec, reconcile=reconcile,
+                          schedule_seconds=lambda s: 3600.0, table_of=lambda s: "t")
+    kube, _ = faulty_kube(FaultPlan([]))
+    rt = Runtime(kube, [handler], pools=FakePools(), prepare=None)  # type: ignore[arg-type]
+    rt.observe("fakes", "ADDED", body())
+    second = body(uid="u2")
+    second["metadata"]["name"] = "s"
+    rt.observe("fakes", "ADDED", second)
+    await until(lambda: runs["s"] == 1 and rt.workers[("fakes", "ns", "s")].last_reason == "ConflictingManager",
+                "the refusal")
+    holders.clear()
+    rt.observe("fakes", "DELETED", body())
+    await until(lambda: runs["s"] == 2, "the refused resource's next run")
+    assert rt.workers[("fakes", "ns", "s")].last_reason == "Applied"
+    await rt.stop()

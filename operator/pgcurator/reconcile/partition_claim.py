@@ -40,7 +40,7 @@ def conflict_outcome(spec: PartitionPolicySpec, resource: str, holder: str) -> O
     """Nothing was run or recorded; `plan` is empty because nothing would run."""
     msg = (f"table {spec.table.qualified} is managed by {holder}; {resource} declares it too and changes nothing. "
            f"Delete one of the two PartitionPolicies or point it at another table (one manager per table); once "
-           f"{holder} is deleted, this one takes the table over on its next run")
+           f"{holder} is deleted, this one takes the table over at once")
     return Outcome.degraded("ConflictingManager", msg, {"plan": []})
 
 
