@@ -21,7 +21,7 @@ from pgcurator.reconcile.outcome import Event
 from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
-from .test_index_reads import Counting
+from .counting import Counting
 
 pytestmark = pytest.mark.integration
 

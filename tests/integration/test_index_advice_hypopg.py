@@ -16,7 +16,7 @@ from pgcurator.reconcile.advice import AdviceOptions, advise
 from pgcurator_devenv.debian_postgres import DebianPostgres, debian_bin_dir
 from pgcurator_devenv.postgres import EmbeddedPostgresError
 
-from .test_index_reads import Counting
+from .counting import Counting
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ IndexPolicy's reference definitions once; what it built is read back, not observ
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -19,6 +18,7 @@ from pgcurator.reconcile.vector import reconcile_vector_index
 from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
+from .counting import Counting
 from .index_scenarios import SEED_002, SEED_003, seed_002_policy, seed_003_policy
 from .vector_data import make_table
 
@@ -27,40 +27,6 @@ pytestmark = pytest.mark.integration
 TABLE_LOOKUP = "greatest(c.reltuples, 0)::bigint AS est_rows"  # catalog.indexes: the table's shape
 SCRATCH_TABLE = "CREATE TEMP TABLE pgcurator_shape"  # catalog.indexes.reference_definitions
 VECTOR_OBSERVATION = "SELECT extversion FROM"  # catalog.vectors.observe_vector_table
-
-
-class Counting:
-    """The run's main connection, remembering every statement sent on it."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self.sent: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def count(self, marker: str) -> int:
-        return sum(marker in s for s in self.sent)
-
-    async def execute(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.execute(sql, *args, **kw)
-
-    async def executemany(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.executemany(sql, *args, **kw)
-
-    async def fetch(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetch(sql, *args, **kw)
-
-    async def fetchrow(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetchrow(sql, *args, **kw)
-
-    async def fetchval(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetchval(sql, *args, **kw)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pgcurator.reconcile.outcome import Outcome
 from pgcurator.reconcile.partition import reconcile_partition_policy
 
 from ..live_table import make_plain_table
+from .counting import Counting
 from .scenarios import EVENT_LOGS
 
 pytestmark = pytest.mark.integration
@@ -92,40 +93,6 @@ class Counted:
         monkeypatch.setattr(module, name, wrapper)
 
 
-class Statements:
-    """The run's connection, remembering every statement sent on it."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self.sent: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def count(self, marker: str) -> int:
-        return sum(marker in s for s in self.sent)
-
-    async def execute(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.execute(sql, *args, **kw)
-
-    async def executemany(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.executemany(sql, *args, **kw)
-
-    async def fetch(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetch(sql, *args, **kw)
-
-    async def fetchrow(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetchrow(sql, *args, **kw)
-
-    async def fetchval(self, sql: str, *args: Any, **kw: Any) -> Any:
-        self.sent.append(sql)
-        return await self._conn.fetchval(sql, *args, **kw)
-
-
 async def setup(conn: asyncpg.Connection, shape: str) -> PartitionPolicySpec:
     sqls, body = SHAPES[shape]
     for sql in sqls:
@@ -143,7 +110,7 @@ async def test_a_run_that_applies_observes_and_plans_once(conn: asyncpg.Connecti
     spec = await setup(conn, shape)
     observed = Counted(monkeypatch, reconcile_module, "observe_table")
     planned = Counted(monkeypatch, reconcile_module, "plan_policy")
-    counting = Statements(conn)
+    counting = Counting(conn)
     out = await reconcile_partition_policy(counting, spec, resource=R, now=NOW)  # type: ignore[arg-type]
     assert applied(out) > 0, out.conditions
     assert (observed.calls, planned.calls) == (1, 1)
@@ -199,7 +166,7 @@ async def test_a_run_that_changes_nothing_reads_nothing_back(conn: asyncpg.Conne
     spec = await setup(conn, "range daily, premake, template drift")
     spec = spec.model_copy(update={"timeouts": spec.timeouts.model_copy(update={"lock_timeout": "100ms",
                                                                                "lock_retries": 0})})
-    counting = Statements(conn)
+    counting = Counting(conn)
     # Another session holds the parent in a mode no ATTACH gets past (and the observation does not
     # need): every step waits out its lockTimeout, rolls back, and nothing changes.
     other = await asyncpg.connect(db_url)
