@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgcurator.catalog.partitions import PartitionInfo
+from pgcurator.catalog.partitions import PartitionInfo, TableObservation
 from pgcurator.models.intervals import IntervalUnit
 from pgcurator.models.partition import PartitionPolicySpec
 from pgcurator.planner.partition import plan_policy
@@ -110,14 +110,19 @@ def test_time_zone_change_bridges_exactly_the_hole() -> None:
         "FOR VALUES FROM ('2027-03-01 09:00:00+09:00') TO ('2027-04-01 00:00:00+09:00')")
 
 
-def test_range_sub_level_on_the_same_column_covers_each_parents_range() -> None:
+def _years_of_months() -> tuple[PartitionPolicySpec, datetime, TableObservation]:
+    """Yearly partitions split into months on the same column, as the first run lays them out."""
     s = PartitionPolicySpec.model_validate({
         "database": {"secretName": "db"}, "table": {"name": "event_logs"},
         "range": {"column": "server_timestamp", "interval": "1 year", "premake": 1},
         "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": "1 month",
                                                         "premake": 2}}})
     now = datetime(2026, 11, 22, tzinfo=UTC)
-    obs = apply(table([]), plan_policy(s, table([]), now)[0])
+    return s, now, apply(table([]), plan_policy(s, table([]), now)[0])
+
+
+def test_range_sub_level_on_the_same_column_covers_each_parents_range() -> None:
+    s, now, obs = _years_of_months()
     assert _leaf_gaps(obs.partitions, "timestamp with time zone", "UTC", now) == []
 
 
@@ -176,13 +181,7 @@ def test_a_range_sub_level_on_the_parents_column_leaves_no_part_of_a_parent_with
 
 def test_an_older_layout_with_too_few_leaves_is_completed_from_now() -> None:
     # What the earlier planner left: next year's parent with leaves for its first two months only.
-    s = PartitionPolicySpec.model_validate({
-        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
-        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 1},
-        "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": "1 month",
-                                                        "premake": 2}}})
-    now = datetime(2026, 11, 22, tzinfo=UTC)
-    obs = apply(table([]), plan_policy(s, table([]), now)[0])
+    s, now, obs = _years_of_months()
     y2027 = next(p for p in obs.partitions if p.name == "event_logs_p2027")
     y2027.children = [c for c in y2027.children if c.name.endswith(("2027_01", "2027_02"))]
     assert len(y2027.children) == 2
