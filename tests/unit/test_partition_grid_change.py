@@ -122,7 +122,7 @@ def _years_of_months() -> tuple[PartitionPolicySpec, datetime, TableObservation]
 
 
 def test_range_sub_level_on_the_same_column_covers_each_parents_range() -> None:
-    s, now, obs = _years_of_months()
+    _, now, obs = _years_of_months()
     assert _leaf_gaps(obs.partitions, "timestamp with time zone", "UTC", now) == []
 
 
