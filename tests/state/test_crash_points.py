@@ -1,0 +1,261 @@
+"""Crash-point exploration of PartitionPolicy's multi-statement work that is made of idempotent
+steps with markers rather than an explicit state machine: the DEFAULT-row move, retention (drop,
+detach, archive), deletion cleanup, and a run mixing creation, a move and retention.
+
+Each scene runs once uninterrupted (the reference: what it sends, what it ends as), then once per
+crash point: the operator's sessions are killed right after statement N (crash_points.py), with a
+writer inserting rows throughout, and reconciles run again on fresh connections until Ready. After
+the crash and at the end: no InternalError, every row written is in exactly one place (none lost,
+none twice; retention's removed months excepted), the table ends as the reference did (objects,
+attachments, bounds, comments, constraints, indexes: no marker table, guard constraint or detached
+table left but those the spec keeps), and a further run plans nothing.
+
+Quick form: every boundary after which the database is in a new state (a COMMIT or a change made
+outside a transaction), move batches reduced to the first two and the last, at most BUDGET per
+scene. Exhaustive form, every statement boundary: `PGCURATOR_STATE_FULL=1 pytest
+tests/state/test_crash_points.py`."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pgcurator_devenv.postgres import EmbeddedPostgres
+
+from ..conftest import APP_ROLE
+from . import invariants as inv
+from .crash_points import FUSE, CrashHarness, Sent, crash_points
+from .crash_scenes import (
+    KIND,
+    NOW,
+    Row,
+    Scene,
+    Writer,
+    build,
+    finalize,
+    loose,
+    rows_of,
+    scenes,
+    seed,
+    snapshot,
+)
+from .harness import Result
+from .tally import FULL, bump
+
+pytestmark = pytest.mark.integration
+BUDGET = 9  # crash points per scene in the quick form
+MAX_RUNS = 6  # reconciles after a crash before the scene must be back in shape
+SCENES = {s.key: s for s in scenes()}
+
+
+@pytest.fixture
+def crash_harness(pg: EmbeddedPostgres, dbname: str, app_password: str) -> Iterator[CrashHarness]:
+    h = CrashHarness(pg, dbname, pg.dsn(dbname, user=APP_ROLE, password=app_password))
+    yield h
+    h.close()
+
+
+@dataclass
+class Trial:
+    sent: list[Sent]
+    crashed: bool
+    objects: list[tuple[Any, ...]]
+    owners: list[tuple[Any, ...]]
+    invisible: int  # rows neither visible through the parent nor removed on purpose, right after the crash
+    runs: int  # reconciles until back in shape
+    writer_rows: int
+    refused: list[str]
+
+
+async def run_once(h: CrashHarness, scene: Scene) -> tuple[bool, Result]:
+    if scene.delete:
+        return await finalize(h, scene)
+    r = await h.apply(KIND, scene.spec, now=NOW)
+    return r.ready, r
+
+
+def where_rows_belong(scene: Scene, rows: list[Row]) -> tuple[Counter[Row], Counter[Row], Counter[Row]]:
+    """(rows the parent must show, rows retention keeps aside, rows retention drops)."""
+    parent, aside, dropped = Counter[Row](), Counter[Row](), Counter[Row]()
+    for r in rows:
+        (dropped if scene.is_dropped(r[1]) else aside if scene.is_aside(r[1]) else parent)[r] += 1
+    return parent, aside, dropped
+
+
+async def probe(h: CrashHarness, scene: Scene, written: list[Row], writer: Writer, when: str) -> int:
+    """With the writer paused: every row written is in exactly one place (the parent, or a table
+    of an interrupted move or retention step), none appeared from nowhere. Returns how many rows
+    the parent does not show that it should (rows of an interrupted move)."""
+    await writer.pause()
+    try:
+        c = await h.admin()
+        visible = await rows_of(c, "st.ev")
+        elsewhere = Counter[Row]()
+        for table in await loose(c):
+            elsewhere += await rows_of(c, table)
+        parent, aside, dropped = where_rows_belong(scene, written + writer.committed)
+        everywhere = visible + elsewhere
+        inv.counted(f"crash {scene.key}")
+        twice = [r for r, n in everywhere.items() if n > 1]
+        unknown = [r for r in everywhere if r not in parent and r not in aside and r not in dropped]
+        lost = [r for r in (parent + aside) if everywhere[r] != 1]
+        if twice or unknown or lost:
+            raise inv.Broken("every row in exactly one place", f"{when}: {len(lost)} lost (e.g. {lost[:2]}), "
+                             f"{len(twice)} twice (e.g. {twice[:2]}), {len(unknown)} unknown (e.g. {unknown[:2]})")
+        return sum(1 for r in parent if visible[r] != 1)
+    finally:
+        writer.resume()
+
+
+async def trial(h: CrashHarness, scene: Scene, n: int | None) -> Trial:
+    await h.reset()
+    await build(h, scene)
+    written = await seed(h, scene)
+    writer = Writer(h, scene.writes)
+    writer.start()
+    try:
+        return await _trial(h, scene, n, written, writer)
+    finally:
+        if not writer.stop.is_set():
+            await writer.finish()
+
+
+async def _trial(h: CrashHarness, scene: Scene, n: int | None, written: list[Row], writer: Writer) -> Trial:
+    await writer.wrote.wait()
+    killer = await h.connect(True)
+    FUSE.arm(n, killer)
+    try:
+        done, first = await run_once(h, scene)
+    finally:
+        sent, crashed = FUSE.disarm()
+        await killer.close()
+    inv.no_internal_error(f"crash {scene.key}", first)
+    invisible = 0
+    if crashed:
+        invisible = await probe(h, scene, written, writer, f"right after a crash after statement {n}")
+        await h.fresh_pools()  # the operator restarted
+    runs, result = 0, first
+    while not done:
+        runs += 1
+        if runs > MAX_RUNS:
+            raise inv.Broken("back in shape after a crash",
+                             f"not done after {MAX_RUNS} reconciles following a crash after statement {n}", result)
+        done, result = await run_once(h, scene)
+        inv.no_internal_error(f"crash {scene.key}", result)
+        if not scene.delete and not done and result.reason not in ("WaitingForLock", "LockBusy"):
+            raise inv.Broken("back in shape after a crash", f"run {runs} after the crash", result)
+    await writer.finish()
+    if scene.delete:
+        assert writer.committed, "the writer wrote nothing"
+    if invisible := max(invisible, 0):
+        bump(f"crash {scene.key}", "crash points leaving rows invisible until the next run")
+    c = await h.admin()
+    await probe_final(h, scene, written, writer)
+    if not scene.delete:
+        again = await h.apply(KIND, {**scene.spec, "dryRun": True}, now=NOW)
+        inv.no_internal_error(f"crash {scene.key}", again)
+        inv.plans_nothing(f"crash {scene.key}", again)
+    owners = [tuple(r) for r in await c.fetch("SELECT object_kind, schema_name, object_name, resource FROM pgcurator.owners ORDER BY 1, 2, 3")]
+    return Trial(sent, crashed, await snapshot(c), owners, invisible, runs, len(writer.committed),
+                 list(writer.failures))
+
+
+async def probe_final(h: CrashHarness, scene: Scene, written: list[Row], writer: Writer) -> None:
+    """Back in shape: the parent shows exactly its rows, the tables retention keeps aside exactly theirs."""
+    c = await h.admin()
+    parent, aside, _ = where_rows_belong(scene, written + writer.committed)
+    inv.counted(f"crash {scene.key}")
+    visible = await rows_of(c, "st.ev")
+    if visible != parent:
+        raise inv.Broken("every row visible through the parent once back in shape",
+                         f"{sum((parent - visible).values())} missing, {sum((visible - parent).values())} extra")
+    kept = Counter[Row]()
+    for table in await loose(c):
+        kept += await rows_of(c, table)
+    inv.counted(f"crash {scene.key}")
+    if kept != aside:
+        raise inv.Broken("tables kept aside hold exactly their months",
+                         f"{sum((aside - kept).values())} missing, {sum((kept - aside).values())} extra")
+
+
+def declared_shape(scene: Scene, ref: Trial) -> None:
+    """The reference itself ends in the shape the spec declares (what every trial is compared with)."""
+    tables = {(r[0], r[1]): r for r in ref.objects if len(r) == 7}
+    attached = sorted(n for (s, n), r in tables.items() if r[3] == "ev")
+    comments = {n: r[5] for (s, n), r in tables.items() if r[5]}
+    assert not any("pgcurator_excl_" in str(r) for r in ref.objects), ref.objects
+    assert not any(r[6] for r in tables.values()), "a detach left pending"
+    if scene.key == "move":
+        assert attached == ["ev_default", "ev_p2026_11", "ev_p2026_12", "ev_p2027_01"], attached
+    elif scene.key.startswith("retention"):
+        assert attached == [f"ev_p2026_{m:02d}" for m in range(9, 13)], attached
+        if scene.key == "retention-archive":
+            assert sorted(n for s, n in tables if s == "archive") == [f"ev_p2026_{m:02d}" for m in range(5, 9)]
+    elif scene.key == "delete":
+        assert attached == ["ev_p2026_11"], attached
+        assert not ref.owners, ref.owners
+    else:
+        assert attached == ["ev_default"] + [f"ev_p{y}_{m:02d}" for y, m in ((2026, 9), (2026, 10), (2026, 11),
+                                                                            (2026, 12), (2027, 1))], attached
+    unexpected = {n: v for n, v in comments.items() if not v.startswith("pgcurator: archived from")}
+    assert not unexpected, f"markers left: {unexpected}"
+
+
+@pytest.mark.parametrize("key", list(SCENES))
+def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> None:
+    h, scene, kind = crash_harness, SCENES[key], f"crash {key}"
+    t0 = time.monotonic()
+    ref = h.run(trial(h, scene, None))
+    assert not ref.crashed and ref.runs == 0
+    declared_shape(scene, ref)
+    points = crash_points(ref.sent, FULL, BUDGET)
+    bump(kind, "statements of the uninterrupted run", len(ref.sent))
+    refused: list[str] = []
+    for n in points:
+        t = h.run(trial(h, scene, n))
+        bump(kind, "crash points tried")
+        bump(kind, "crashes (the run reached the point)", int(t.crashed))
+        bump(kind, "reconciles to recover", t.runs)
+        bump(kind, "rows written concurrently", t.writer_rows)
+        refused += t.refused
+        inv.counted(kind)
+        if t.objects != ref.objects:
+            extra = [o for o in t.objects if o not in ref.objects]
+            missing = [o for o in ref.objects if o not in t.objects]
+            raise inv.Broken("ends as the uninterrupted run", f"crash after statement {n} "
+                             f"({ref.sent[n - 1].statement[:120]!r}): extra {extra[:4]}, missing {missing[:4]}")
+        inv.counted(kind)
+        if t.owners != ref.owners:
+            raise inv.Broken("claims as after the uninterrupted run", f"crash after statement {n}: {t.owners}")
+    bump(kind, "writer inserts refused", len(refused))
+    bump(kind, "seconds", round(time.monotonic() - t0))
+    assert not refused, f"{len(refused)} of the writer's inserts were refused, e.g. {refused[:3]}"
+
+
+def test_deletion_cleanup_losing_its_connection_is_a_lost_connection_not_a_bug(crash_harness: CrashHarness) -> None:
+    """A deletion cleanup whose session dies (the server restarts, the network drops) says the
+    connection was lost and retries: no 'failed unexpectedly' traceback, no exception class name
+    in the event. Found by the crash-point exploration (a kill after statement 2)."""
+    h, scene = crash_harness, SCENES["delete"]
+
+    async def go() -> Result:
+        await h.reset()
+        await build(h, scene)
+        killer = await h.connect(True)
+        FUSE.arm(2, killer)
+        try:
+            done, result = await finalize(h, scene)
+        finally:
+            _, crashed = FUSE.disarm()
+            await killer.close()
+        assert crashed and not done
+        return result
+
+    result = h.run(go())
+    assert not result.tracebacks, result.tracebacks[0]
+    assert result.message.startswith("connection to ") and "was lost" in result.message, result.message
