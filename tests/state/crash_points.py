@@ -13,8 +13,11 @@ statement leaves the same state as the last such boundary (an open transaction i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +48,18 @@ class Fuse:
     blown: bool = False
     killer: asyncpg.Connection | None = None  # the suite's session that terminates the operator's
     live: weakref.WeakSet[Fused] = field(default_factory=weakref.WeakSet)
+    # Kill statement `after` while it runs instead (one that commits partway: DETACH CONCURRENTLY),
+    # once it waits for a session `hold()` opens just before it, keeping a snapshot open.
+    hold: Callable[[], Awaitable[asyncpg.Connection]] | None = None
 
-    def arm(self, after: int | None, killer: asyncpg.Connection) -> None:
-        self.after, self.sent, self.blown, self.killer = after, [], False, killer
+    def arm(self, after: int | None, killer: asyncpg.Connection,
+            hold: Callable[[], Awaitable[asyncpg.Connection]] | None = None) -> None:
+        self.after, self.sent, self.blown, self.killer, self.hold = after, [], False, killer, hold
 
     def disarm(self) -> tuple[list[Sent], bool]:
         """What was sent, and whether the fuse blew; the operator's next sessions live again."""
         out = self.sent, self.blown
-        self.after, self.killer, self.sent, self.blown = None, None, [], False
+        self.after, self.killer, self.hold, self.sent, self.blown = None, None, None, [], False
         return out
 
     async def blow(self) -> None:
@@ -84,6 +91,8 @@ class Fused(asyncpg.Connection):  # type: ignore[misc]
     async def _counted(self, method: Any, query: str, *args: Any, **kw: Any) -> Any:
         if FUSE.blown:
             raise Killed("the crash harness killed the operator's sessions")
+        if FUSE.hold is not None and FUSE.after == len(FUSE.sent) + 1:
+            await self._kill_midway(method, query, *args, **kw)
         try:
             return await method(query, *args, **kw)
         finally:
@@ -91,6 +100,24 @@ class Fused(asyncpg.Connection):  # type: ignore[misc]
             if FUSE.after is not None and len(FUSE.sent) == FUSE.after:
                 await FUSE.blow()
                 raise Killed(f"the crash harness killed the operator's sessions after statement {FUSE.after}")
+
+    async def _kill_midway(self, method: Any, query: str, *args: Any, **kw: Any) -> None:
+        """Send the statement, wait until it waits for the holder's snapshot (its first
+        transaction committed), and kill the operator there."""
+        assert FUSE.killer is not None and FUSE.hold is not None
+        holder = await FUSE.hold()
+        FUSE.sent.append(Sent(query, False))
+        running = asyncio.ensure_future(method(query, *args, **kw))
+        pid = self.get_server_pid()
+        while not running.done() and not await FUSE.killer.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            await FUSE.killer.execute("SELECT pg_sleep(0.01)")
+        assert not running.done(), f"{query!r} did not wait for the session holding a snapshot"
+        await FUSE.blow()
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+            await running
+        await holder.close()
+        raise Killed(f"the crash harness killed the operator's sessions during statement {FUSE.after}")
 
     async def execute(self, query: str, *args: Any, **kw: Any) -> Any:
         return await self._counted(super().execute, query, *args, **kw)
@@ -148,6 +175,11 @@ def durable(sent: list[Sent]) -> list[int]:
         if head == "COMMIT" or not _READ.match(s.statement):
             out.append(i)
     return out
+
+
+def midway(sent: list[Sent]) -> list[int]:
+    """Statements that commit partway: killed while they run, they leave a state of their own."""
+    return [i for i, s in enumerate(sent, 1) if re.search(r"DETACH PARTITION .* CONCURRENTLY", s.statement)]
 
 
 def crash_points(sent: list[Sent], exhaustive: bool, budget: int) -> list[int]:

@@ -210,9 +210,11 @@ async def rows_of(conn: asyncpg.Connection, where: str) -> Counter[Row]:
 
 
 async def loose(conn: asyncpg.Connection) -> dict[str, str | None]:
-    """Plain tables of st and archive (not partitions, not the parent), with their comment."""
+    """Plain tables of st and archive (not the parent, not a partition unless its detach is
+    pending: new queries of the parent no longer see it), with their comment."""
     recs = await conn.fetch(
         "SELECT format('%I.%I', n.nspname, c.relname), obj_description(c.oid, 'pg_class') FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('st', 'archive') "
-        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> 'ev'")
+        "AND c.relkind IN ('r', 'p') AND c.relname <> 'ev' AND (NOT c.relispartition "
+        "OR EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid AND i.inhdetachpending))")
     return {r[0]: r[1] for r in recs}

@@ -17,19 +17,22 @@ tests/state/test_crash_points.py`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
 
 from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
 from . import invariants as inv
-from .crash_points import FUSE, CrashHarness, Sent, crash_points
+from .crash_points import FUSE, CrashHarness, Sent, crash_points, midway
 from .crash_scenes import (
     KIND,
     NOW,
@@ -48,7 +51,7 @@ from .harness import Result
 from .tally import FULL, bump
 
 pytestmark = pytest.mark.integration
-BUDGET = 9  # crash points per scene in the quick form
+BUDGET = 24  # crash points per scene in the quick form
 MAX_RUNS = 6  # reconciles after a crash before the scene must be back in shape
 SCENES = {s.key: s for s in scenes()}
 
@@ -112,23 +115,37 @@ async def probe(h: CrashHarness, scene: Scene, written: list[Row], writer: Write
         writer.resume()
 
 
-async def trial(h: CrashHarness, scene: Scene, n: int | None) -> Trial:
+async def hold_snapshot(h: CrashHarness) -> Any:
+    """A session in a REPEATABLE READ transaction that has read the table: DETACH CONCURRENTLY
+    waits for it after its first transaction."""
+    c = await h.connect(True)
+    await c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await c.fetchval("SELECT count(*) FROM st.ev")
+    return c
+
+
+async def trial(h: CrashHarness, scene: Scene, n: int | None, during: bool = False) -> Trial:
     await h.reset()
     await build(h, scene)
     written = await seed(h, scene)
     writer = Writer(h, scene.writes)
     writer.start()
     try:
-        return await _trial(h, scene, n, written, writer)
+        return await _trial(h, scene, n, written, writer, during)
     finally:
         if not writer.stop.is_set():
             await writer.finish()
 
 
-async def _trial(h: CrashHarness, scene: Scene, n: int | None, written: list[Row], writer: Writer) -> Trial:
+async def _trial(h: CrashHarness, scene: Scene, n: int | None, written: list[Row], writer: Writer,
+                 during: bool) -> Trial:
     await writer.wrote.wait()
     killer = await h.connect(True)
-    FUSE.arm(n, killer)
+
+    async def hold() -> Any:
+        return await hold_snapshot(h)
+
+    FUSE.arm(n, killer, hold if during else None)
     try:
         done, first = await run_once(h, scene)
     finally:
@@ -213,12 +230,12 @@ def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> No
     ref = h.run(trial(h, scene, None))
     assert not ref.crashed and ref.runs == 0
     declared_shape(scene, ref)
-    points = crash_points(ref.sent, FULL, BUDGET)
+    points = [(n, False) for n in crash_points(ref.sent, FULL, BUDGET)] + [(n, True) for n in midway(ref.sent)]
     bump(kind, "statements of the uninterrupted run", len(ref.sent))
     refused: list[str] = []
-    for n in points:
-        t = h.run(trial(h, scene, n))
-        bump(kind, "crash points tried")
+    for n, during in points:
+        t = h.run(trial(h, scene, n, during))
+        bump(kind, "crash points tried" + (" (killed during DETACH CONCURRENTLY)" if during else ""))
         bump(kind, "crashes (the run reached the point)", int(t.crashed))
         bump(kind, "reconciles to recover", t.runs)
         bump(kind, "rows written concurrently", t.writer_rows)
@@ -227,7 +244,7 @@ def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> No
         if t.objects != ref.objects:
             extra = [o for o in t.objects if o not in ref.objects]
             missing = [o for o in ref.objects if o not in t.objects]
-            raise inv.Broken("ends as the uninterrupted run", f"crash after statement {n} "
+            raise inv.Broken("ends as the uninterrupted run", f"crash {'during' if during else 'after'} statement {n} "
                              f"({ref.sent[n - 1].statement[:120]!r}): extra {extra[:4]}, missing {missing[:4]}")
         inv.counted(kind)
         if t.owners != ref.owners:
@@ -259,3 +276,37 @@ def test_deletion_cleanup_losing_its_connection_is_a_lost_connection_not_a_bug(c
     result = h.run(go())
     assert not result.tracebacks, result.tracebacks[0]
     assert result.message.startswith("connection to ") and "was lost" in result.message, result.message
+
+
+@pytest.mark.parametrize("action", ["drop", "archive"])
+def test_retention_finishes_a_detach_killed_midway_in_one_run(crash_harness: CrashHarness, action: str) -> None:
+    """A retention DETACH CONCURRENTLY killed between its two transactions leaves the partition
+    detach-pending with its retention marker. The next run finalizes the detach AND drops (or
+    archives) it: Ready must not leave the table for a further run. Found by the crash-point
+    exploration (a kill during the DETACH); the run finalized it and stopped there."""
+    h, scene = crash_harness, SCENES[f"retention-{action}"]
+
+    async def go() -> tuple[Result, Result, dict[str, str | None]]:
+        await h.reset()
+        await build(h, scene)
+        await seed(h, scene)
+        c, holder = await h.connect(False), await hold_snapshot(h)
+        await c.execute("COMMENT ON TABLE st.ev_p2026_05 IS "
+                        f"'pgcurator: detached from st.ev for {'archive' if action == 'archive' else 'retention drop'}'")
+        detach = asyncio.ensure_future(c.execute("ALTER TABLE st.ev DETACH PARTITION st.ev_p2026_05 CONCURRENTLY"))
+        admin, pid = await h.admin(), c.get_server_pid()
+        while not await admin.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            await admin.execute("SELECT pg_sleep(0.01)")
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+            await detach
+        await holder.close()
+        assert await admin.fetchval("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'st.ev_p2026_05'::regclass")
+        run = await h.apply(KIND, scene.spec, now=NOW)
+        again = await h.apply(KIND, {**scene.spec, "dryRun": True}, now=NOW)
+        return run, again, await loose(admin)
+
+    run, again, left = h.run(go())
+    assert run.ready, run.describe()
+    assert "st.ev_p2026_05" not in left, left
+    inv.plans_nothing("crash regression", again)
