@@ -310,3 +310,30 @@ def test_retention_finishes_a_detach_killed_midway_in_one_run(crash_harness: Cra
     assert run.ready, run.describe()
     assert "st.ev_p2026_05" not in left, left
     inv.plans_nothing("crash regression", again)
+
+
+def test_a_move_resumed_by_a_plain_attach_leaves_no_marker(crash_harness: CrashHarness) -> None:
+    """A DEFAULT-row move killed after its last batch leaves the new partition detached, full, and
+    marked as a move in progress; no row of its range is left in the DEFAULT, so the next run
+    attaches it as a plain creation. That run must take the marker off: an attached partition that
+    keeps it and is later detached (retention's detach, or by hand) passes for a move in progress,
+    and a later move would pour rows into it. Found by the crash-point exploration."""
+    h, scene = crash_harness, SCENES["move"]
+
+    async def go() -> tuple[Result, Any]:
+        await h.reset()
+        await build(h, scene)
+        await seed(h, scene)
+        c = await h.app()
+        # As the interrupted move left it: January's rows in the marked, detached table.
+        await c.execute("CREATE TABLE st.ev_p2027_01 (LIKE st.ev INCLUDING ALL)")
+        await c.execute("COMMENT ON TABLE st.ev_p2027_01 IS "
+                        "'pgcurator: new partition of st.ev, attached once the DEFAULT partition''s rows are in it'")
+        await c.execute("WITH moved AS (DELETE FROM st.ev_default WHERE k >= '2027-01-01' AND k < '2027-02-01' "
+                        "RETURNING *) INSERT INTO st.ev_p2027_01 SELECT * FROM moved")
+        run = await h.apply(KIND, scene.spec, now=NOW)
+        return run, await c.fetchval("SELECT obj_description('st.ev_p2027_01'::regclass, 'pg_class')")
+
+    run, comment = h.run(go())
+    assert run.ready, run.describe()
+    assert comment is None, comment

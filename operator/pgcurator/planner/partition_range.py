@@ -219,6 +219,7 @@ def plan_range_level(
             continue
         steps: list[Step] = []
         stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now, inside=(new.lower, new.upper))
+        stmts[1:1] = clear_move_marker(parent, obs, name)
         if default is not None and (obs.default_rows or 0) > 0:
             # ATTACH scans the DEFAULT partition under an exclusive lock unless a valid CHECK constraint
             # proves no row of it belongs to the new range. Validating that constraint first takes only
@@ -245,6 +246,15 @@ def plan_range_level(
         ends = [(p.info, p.upper) for p in parts]
         plan.steps.extend(retention_steps(spec.retention, r, parent, obs, ends, now, planned,
                                           default_planned=any(s.kind == "create_default" for s in plan.steps)))
+
+
+def clear_move_marker(parent: Parent, obs: TableObservation, name: str) -> list[str]:
+    """For a creation that attaches the detached table of an interrupted move (its rows all moved,
+    none left in the DEFAULT): the marker goes with the ATTACH, or the partition, detached again
+    some day, would pass for a move in progress and be filled."""
+    if name not in obs.loose_tables or obs.foreign_table(name):
+        return []
+    return [f"COMMENT ON TABLE {qualified(parent.schema, name)} IS NULL"]
 
 
 def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
