@@ -144,8 +144,8 @@ SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
    AND pg_catalog.obj_description(c.oid, 'pg_class') = ANY($2::text[])
    -- A detach left pending (DETACH CONCURRENTLY interrupted) too: its FINALIZE and what follows
    -- it run in one run, not the drop or archive only in the next.
-   AND (NOT c.relispartition OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
-                                         WHERE i.inhrelid = c.oid AND i.inhdetachpending))
+   AND (NOT c.relispartition OR EXISTS (SELECT FROM pg_catalog.pg_inherits inh
+                                         WHERE inh.inhrelid = c.oid AND inh.inhdetachpending))
 """
 
 _LOOSE_SQL = """
