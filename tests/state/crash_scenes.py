@@ -49,6 +49,16 @@ class Scene:
     kept_aside: list[tuple[int, int]] = field(default_factory=list)  # months detached or archived
     delete: bool = False  # the run is the deletion cleanup (deletionPolicy: Delete), after one reconcile
 
+    @property
+    def probed(self) -> list[tuple[int, int]]:
+        """Months tried for a new row before the run and right after a crash: the seeded ones,
+        the writer's and the window's, less those the run removes on purpose (a deletion removes
+        months: only the writer's)."""
+        if self.delete:
+            return self.writes
+        months = set(self.writes) | set(self.seed) | {(2026, 11), (2026, 12), (2027, 1)}
+        return sorted(m for m in months if not self.is_dropped(month(*m)) and not self.is_aside(month(*m)))
+
     def is_dropped(self, k: datetime) -> bool:
         return any(month(*m) <= k < month(m[0], m[1] + 1) for m in self.dropped)
 
@@ -83,7 +93,7 @@ def scenes() -> list[Scene]:
         Scene("mixed", {**BASE, **MOVE, "range": {**monthly, "premake": 2}, "retention": {
             "keep": 2, "action": "drop"}}, [(2026, m) for m in range(6, 12)], True,
             {**{(2026, m): 4 for m in range(6, 12)}, (2026, 12): 20, (2027, 4): 3},
-            [(2026, 11), (2026, 12), (2027, 1), (2027, 4)], dropped=[(2026, m) for m in range(6, 9)]),
+            [(2026, 11), (2026, 12), (2027, 4)], dropped=[(2026, m) for m in range(6, 9)]),
     ]
 
 
