@@ -53,6 +53,7 @@ from .tally import FULL, bump
 
 pytestmark = pytest.mark.integration
 BUDGET = 24  # crash points per scene in the quick form
+SECOND_BUDGET = 6  # second crash points after each of two first ones, in the quick form
 MAX_RUNS = 6  # reconciles after a crash before the scene must be back in shape
 SCENES = {s.key: s for s in scenes()}
 
@@ -66,8 +67,8 @@ def crash_harness(pg: EmbeddedPostgres, dbname: str, app_password: str) -> Itera
 
 @dataclass
 class Trial:
-    sent: list[Sent]
-    crashed: bool
+    sent_by: list[list[Sent]]  # what each run sent, the crashed ones up to their kill
+    crashes: int
     objects: list[tuple[Any, ...]]
     owners: list[tuple[Any, ...]]
     invisible: int  # rows neither visible through the parent nor removed on purpose, right after the crash
@@ -162,68 +163,74 @@ async def hold_snapshot(h: CrashHarness) -> Any:
     return c
 
 
-async def trial(h: CrashHarness, scene: Scene, n: int | None, during: bool = False) -> Trial:
+async def trial(h: CrashHarness, scene: Scene, n: int | None, during: bool = False, then: int | None = None) -> Trial:
+    """The scene, its run killed after (or `during`) statement `n`, the first run after that
+    killed after statement `then` (if given), and runs until back in shape."""
     await h.reset()
     await build(h, scene)
     written = await seed(h, scene)
     writer = Writer(h, scene.writes)
     writer.start()
     try:
-        return await _trial(h, scene, n, written, writer, during)
+        return await _trial(h, scene, [(n, during), (then, False)], written, writer)
     finally:
         if not writer.stop.is_set():
             await writer.finish()
 
 
-async def _trial(h: CrashHarness, scene: Scene, n: int | None, written: list[Row], writer: Writer,
-                 during: bool) -> Trial:
+async def _trial(h: CrashHarness, scene: Scene, kills: list[tuple[int | None, bool]], written: list[Row],
+                 writer: Writer) -> Trial:
     await writer.wrote.wait()
     writable = [m for m in scene.probed if m not in await refused(h, scene.probed)]
-    killer = await h.connect(True)
-
-    async def hold() -> Any:
-        return await hold_snapshot(h)
-
-    FUSE.arm(n, killer, hold if during else None)
-    try:
-        done, first = await run_once(h, scene)
-    finally:
-        sent, crashed = FUSE.disarm()
-        await killer.close()
-    inv.no_internal_error(f"crash {scene.key}", first)
-    invisible = 0
-    if crashed:
-        invisible = await probe(h, scene, written, writer, f"right after a crash after statement {n}")
-        inv.counted(f"crash {scene.key}")
-        if now_refused := await refused(h, writable):
-            if not guard_left_on_default(now_refused):
-                raise inv.Broken("a month writable before the run stays writable after a crash",
-                                 f"crash {'during' if during else 'after'} statement {n}: {now_refused}")
-            bump(f"crash {scene.key}", "known defects hit: guard-refuses-rows (a range unwritable until the next run)")
-        await h.fresh_pools()  # the operator restarted
-    runs, result = 0, first
+    kind = f"crash {scene.key}"
+    sent_by: list[list[Sent]] = []
+    invisible, crashes, done, result = 0, 0, False, None
     while not done:
-        runs += 1
-        if runs > MAX_RUNS:
-            raise inv.Broken("back in shape after a crash",
-                             f"not done after {MAX_RUNS} reconciles following a crash after statement {n}", result)
-        done, result = await run_once(h, scene)
-        inv.no_internal_error(f"crash {scene.key}", result)
-        if not scene.delete and not done and result.reason not in ("WaitingForLock", "LockBusy"):
-            raise inv.Broken("back in shape after a crash", f"run {runs} after the crash", result)
+        if len(sent_by) > MAX_RUNS + len(kills):
+            raise inv.Broken("back in shape after a crash", f"not done after {MAX_RUNS} reconciles following "
+                             f"crashes at {kills}", result)
+        n, during = kills[len(sent_by)] if len(sent_by) < len(kills) else (None, False)
+        killer = await h.connect(True)
+
+        async def hold() -> Any:
+            return await hold_snapshot(h)
+
+        FUSE.arm(n, killer, hold if during else None)
+        try:
+            done, result = await run_once(h, scene)
+        finally:
+            sent, crashed = FUSE.disarm()
+            await killer.close()
+        sent_by.append(sent)
+        inv.no_internal_error(kind, result)
+        where = f"crash {'during' if during else 'after'} statement {n} of run {len(sent_by)}"
+        if crashed:
+            crashes += 1
+            invisible = max(invisible, await probe(h, scene, written, writer, f"right after a {where}"))
+            inv.counted(kind)
+            if now_refused := await refused(h, writable):
+                if not guard_left_on_default(now_refused):
+                    raise inv.Broken("a month writable before the run stays writable after a crash",
+                                     f"{where}: {now_refused}")
+                bump(kind, "known defects hit: guard-refuses-rows (a range unwritable until the next run)")
+            await h.fresh_pools()  # the operator restarted
+        elif not scene.delete and not done and result.reason not in ("WaitingForLock", "LockBusy"):
+            raise inv.Broken("back in shape after a crash", f"run {len(sent_by)} after crashes at {kills}", result)
+    runs = len(sent_by) - 1
     await writer.finish()
     if scene.delete:
         assert writer.committed, "the writer wrote nothing"
-    if invisible := max(invisible, 0):
-        bump(f"crash {scene.key}", "crash points leaving rows invisible until the next run")
+    if invisible:
+        bump(kind, "crash points leaving rows invisible until the next run")
     c = await h.admin()
     await probe_final(h, scene, written, writer)
     if not scene.delete:
         again = await h.apply(KIND, {**scene.spec, "dryRun": True}, now=NOW)
-        inv.no_internal_error(f"crash {scene.key}", again)
-        inv.plans_nothing(f"crash {scene.key}", again)
-    owners = [tuple(r) for r in await c.fetch("SELECT object_kind, schema_name, object_name, resource FROM pgcurator.owners ORDER BY 1, 2, 3")]
-    return Trial(sent, crashed, await snapshot(c), owners, invisible, runs, len(writer.committed),
+        inv.no_internal_error(kind, again)
+        inv.plans_nothing(kind, again)
+    owners = [tuple(r) for r in await c.fetch(
+        "SELECT object_kind, schema_name, object_name, resource FROM pgcurator.owners ORDER BY 1, 2, 3")]
+    return Trial(sent_by, crashes, await snapshot(c), owners, invisible, runs, len(writer.committed),
                  list(writer.failures))
 
 
@@ -273,27 +280,40 @@ def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> No
     h, scene, kind = crash_harness, SCENES[key], f"crash {key}"
     t0 = time.monotonic()
     ref = h.run(trial(h, scene, None))
-    assert not ref.crashed and ref.runs == 0
+    assert not ref.crashes and ref.runs == 0
     declared_shape(scene, ref)
-    points = [(n, False) for n in crash_points(ref.sent, FULL, BUDGET)] + [(n, True) for n in midway(ref.sent)]
-    bump(kind, "statements of the uninterrupted run", len(ref.sent))
+    sent = ref.sent_by[0]
+    firsts = crash_points(sent, FULL, BUDGET)
+    points: list[tuple[int, bool, int | None]] = [(n, False, None) for n in firsts]
+    points += [(n, True, None) for n in midway(sent)]
+    bump(kind, "statements of the uninterrupted run", len(sent))
     refused: list[str] = []
-    for n, during in points:
-        t = h.run(trial(h, scene, n, during))
-        bump(kind, "crash points tried" + (" (killed during DETACH CONCURRENTLY)" if during else ""))
-        bump(kind, "crashes (the run reached the point)", int(t.crashed))
+    # Second crashes, in the run resuming the first: at every durable point of it (exhaustive form:
+    # after each first crash point; quick form: after two of them, at SECOND_BUDGET points).
+    seconds = firsts if FULL else [firsts[len(firsts) // 3], firsts[2 * len(firsts) // 3]]
+    i = 0
+    while i < len(points):
+        n, during, then = points[i]
+        i += 1
+        t = h.run(trial(h, scene, n, during, then))
+        what = f"crash {'during' if during else 'after'} statement {n}" + (f", then after {then}" if then else "")
+        bump(kind, "crash points tried" + (" (during DETACH CONCURRENTLY)" if during else "")
+             + (" (a second crash in the run resuming)" if then else ""))
+        bump(kind, "runs killed", t.crashes)
         bump(kind, "reconciles to recover", t.runs)
         bump(kind, "rows written concurrently", t.writer_rows)
         refused += t.refused
+        if then is None and not during and n in seconds and len(t.sent_by) > 1:
+            points += [(n, False, m) for m in crash_points(t.sent_by[1], False, BUDGET if FULL else SECOND_BUDGET)]
         inv.counted(kind)
         if t.objects != ref.objects:
             extra = [o for o in t.objects if o not in ref.objects]
             missing = [o for o in ref.objects if o not in t.objects]
-            raise inv.Broken("ends as the uninterrupted run", f"crash {'during' if during else 'after'} statement {n} "
-                             f"({ref.sent[n - 1].statement[:120]!r}): extra {extra[:4]}, missing {missing[:4]}")
+            raise inv.Broken("ends as the uninterrupted run", f"{what} ({sent[n - 1].statement[:120]!r}): "
+                             f"extra {extra[:4]}, missing {missing[:4]}")
         inv.counted(kind)
         if t.owners != ref.owners:
-            raise inv.Broken("claims as after the uninterrupted run", f"crash after statement {n}: {t.owners}")
+            raise inv.Broken("claims as after the uninterrupted run", f"{what}: {t.owners}")
     bump(kind, "writer inserts refused", len(refused))
     bump(kind, "seconds", round(time.monotonic() - t0))
     assert not refused, f"{len(refused)} of the writer's inserts were refused, e.g. {refused[:3]}"
