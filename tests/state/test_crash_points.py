@@ -31,6 +31,7 @@ import pytest
 from pgcurator_devenv.postgres import EmbeddedPostgres
 
 from ..conftest import APP_ROLE
+from ..figures import FIGURES
 from . import invariants as inv
 from .crash_points import FUSE, CrashHarness, Sent, crash_points, midway
 from .crash_scenes import (
@@ -278,6 +279,8 @@ def declared_shape(scene: Scene, ref: Trial) -> None:
 @pytest.mark.parametrize("key", list(SCENES))
 def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> None:
     h, scene, kind = crash_harness, SCENES[key], f"crash {key}"
+    FIGURES["state-space crash: form"] = ("exhaustive (every statement boundary)" if FULL
+                                          else "quick (durable boundaries; PGCURATOR_STATE_FULL=1: every one)")
     t0 = time.monotonic()
     ref = h.run(trial(h, scene, None))
     assert not ref.crashes and ref.runs == 0
