@@ -48,6 +48,7 @@ class Scene:
     dropped: list[tuple[int, int]] = field(default_factory=list)  # months whose rows retention drops
     kept_aside: list[tuple[int, int]] = field(default_factory=list)  # months detached or archived
     delete: bool = False  # the run is the deletion cleanup (deletionPolicy: Delete), after one reconcile
+    deleted_after: bool = False  # the policy is deleted (deletionPolicy: Delete) right after the run
 
     @property
     def probed(self) -> list[tuple[int, int]]:
@@ -78,6 +79,10 @@ def scenes() -> list[Scene]:
         # attached), never January's: a move interrupted after its last batch meets no new row.
         Scene("move", {**BASE, **MOVE, "range": {**monthly, "premake": 2}}, [(2026, 11)], True,
               {(2026, 11): 10, (2026, 12): 30, (2027, 1): 30, (2027, 3): 5}, [(2026, 12), (2026, 11), (2027, 3)]),
+        # (a') the same, the policy deleted right after the run (or its crash): no run resumes a move.
+        Scene("move-deleted", {**BASE, **MOVE, "deletionPolicy": "Delete", "range": {**monthly, "premake": 2}},
+              [(2026, 11)], True, {(2026, 11): 10, (2026, 12): 30, (2027, 1): 30, (2027, 3): 5},
+              [(2026, 12), (2026, 11), (2027, 3)], deleted_after=True),
         # (b) retention of four old months, detached concurrently (no DEFAULT partition).
         *[Scene(f"retention-{action}", {**BASE, "range": {**monthly, "premake": 1}, "retention": {
             "keep": 2, "action": action, **({"archive": {"schema": "archive"}} if action == "archive" else {})}},
@@ -115,7 +120,7 @@ async def seed(h: Harness, scene: Scene) -> list[Row]:
     c = await h.app()
     rows: list[Row] = []
     for (y, m), n in sorted(scene.seed.items()):
-        rows += [(len(rows) + 1, month(y, m).replace(day=1 + i % 27, hour=i % 24), f"seed {i}") for i in range(n)]
+        rows += [(len(rows) + i + 1, month(y, m).replace(day=1 + i % 27, hour=i % 24), f"seed {i}") for i in range(n)]
     await c.executemany("INSERT INTO st.ev VALUES ($1, $2, $3)", rows)
     return rows
 
