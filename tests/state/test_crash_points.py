@@ -10,10 +10,15 @@ none twice; retention's removed months excepted), the table ends as the referenc
 attachments, bounds, comments, constraints, indexes: no marker table, guard constraint or detached
 table left but those the spec keeps), and a further run plans nothing.
 
+Also: kills DURING each DETACH CONCURRENTLY (between its two transactions, the one statement that
+commits partway), a second kill in the run that resumes the first, a month writable before the
+run must accept rows right after a crash, and a policy deleted right after its (crashed) run.
+
 Quick form: every boundary after which the database is in a new state (a COMMIT or a change made
 outside a transaction), move batches reduced to the first two and the last, at most BUDGET per
-scene. Exhaustive form, every statement boundary: `PGCURATOR_STATE_FULL=1 pytest
-tests/state/test_crash_points.py`."""
+scene; second kills after two of them. Exhaustive form, every statement boundary, and second kills
+at every durable point of the resuming run after every durable first one:
+`PGCURATOR_STATE_FULL=1 pytest tests/state/test_crash_points.py`."""
 
 from __future__ import annotations
 
@@ -300,9 +305,11 @@ def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> No
     points += [(n, True, None) for n in midway(sent)]
     bump(kind, "statements of the uninterrupted run", len(sent))
     refused: list[str] = []
-    # Second crashes, in the run resuming the first: at every durable point of it (exhaustive form:
-    # after each first crash point; quick form: after two of them, at SECOND_BUDGET points).
-    seconds = firsts if FULL else [firsts[len(firsts) // 3], firsts[2 * len(firsts) // 3]]
+    # Second crashes, in the run resuming the first, at its durable points: exhaustive form, after
+    # every durable first crash point; quick form, after two of them, at SECOND_BUDGET points.
+    durable_firsts = crash_points(sent, False, len(sent))
+    seconds = durable_firsts if FULL else [durable_firsts[len(durable_firsts) // 3],
+                                           durable_firsts[2 * len(durable_firsts) // 3]]
     i = 0
     while i < len(points):
         n, during, then = points[i]
@@ -316,7 +323,8 @@ def test_every_crash_point_recovers(crash_harness: CrashHarness, key: str) -> No
         bump(kind, "rows written concurrently", t.writer_rows)
         refused += t.refused
         if then is None and not during and n in seconds and len(t.sent_by) > 1:
-            points += [(n, False, m) for m in crash_points(t.sent_by[1], False, BUDGET if FULL else SECOND_BUDGET)]
+            points += [(n, False, m) for m in crash_points(t.sent_by[1], False, len(t.sent_by[1]) if FULL
+                                                           else SECOND_BUDGET)]
         inv.counted(kind)
         if t.objects != ref.objects and not scene.deleted_after:  # which partitions exist depends on the crash
             extra = [o for o in t.objects if o not in ref.objects]
