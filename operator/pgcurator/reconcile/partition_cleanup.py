@@ -3,7 +3,9 @@ and only while it manages the table; then give up its claim on the table.
 
 Each partition goes in one transaction that first locks the parent and the partition ACCESS
 EXCLUSIVE (under lockTimeout), then checks it is empty, detaches and drops it. Checking outside
-that lock let a writer's row land between the check and the drop, and the drop took it along."""
+that lock let a writer's row land between the check and the drop, and the drop took it along.
+Before that, rows of an interrupted DEFAULT-row move go back through the parent: no run of this
+policy will resume it."""
 
 from __future__ import annotations
 
