@@ -51,6 +51,8 @@ class Fuse:
     # Kill statement `after` while it runs instead (one that commits partway: DETACH CONCURRENTLY),
     # once it waits for a session `hold()` opens just before it, keeping a snapshot open.
     hold: Callable[[], Awaitable[asyncpg.Connection]] | None = None
+    # Run once, just before the first statement containing the text: another session's move.
+    before: tuple[str, Callable[[], Awaitable[None]]] | None = None
 
     def arm(self, after: int | None, killer: asyncpg.Connection,
             hold: Callable[[], Awaitable[asyncpg.Connection]] | None = None) -> None:
@@ -60,6 +62,7 @@ class Fuse:
         """What was sent, and whether the fuse blew; the operator's next sessions live again."""
         out = self.sent, self.blown
         self.after, self.killer, self.hold, self.sent, self.blown = None, None, None, [], False
+        self.before = None
         return out
 
     async def blow(self) -> None:
@@ -91,6 +94,9 @@ class Fused(asyncpg.Connection):  # type: ignore[misc]
     async def _counted(self, method: Any, query: str, *args: Any, **kw: Any) -> Any:
         if FUSE.blown:
             raise Killed("the crash harness killed the operator's sessions")
+        if FUSE.before is not None and FUSE.before[0] in query:
+            hook, FUSE.before = FUSE.before[1], None
+            await hook()
         if FUSE.hold is not None and FUSE.after == len(FUSE.sent) + 1:
             await self._kill_midway(method, query, *args, **kw)
         try:

@@ -503,3 +503,44 @@ def test_deleting_the_policy_after_an_interrupted_move_strands_no_row(crash_harn
     assert done and not result.tracebacks, result.describe()
     assert visible == written, f"{sum((written - visible).values())} rows not visible through the parent"
     assert not left, left
+
+
+def test_a_guard_that_failed_to_validate_is_not_left_behind(crash_harness: CrashHarness) -> None:
+    """A row of January lands in the DEFAULT partition after the run observed none there, just
+    before the guard constraint is added: the VALIDATE fails, January is not created (Degraded).
+    The next run moves January's rows out of the DEFAULT and attaches January; the guard, now
+    pointless, must not stay on the DEFAULT partition."""
+    h = crash_harness
+    scene = Scene("guard", {**SCENES["move"].spec, "range": {"column": "k", "interval": "1 month", "premake": 2}},
+                  [(2026, 11), (2026, 12)], True, {(2027, 4): 3}, [(2026, 11)])
+
+    async def go() -> tuple[Result, Result, Result, list[str]]:
+        await h.reset()
+        await build(h, scene)
+        await seed(h, scene)
+
+        async def late_row() -> None:
+            c = await h.connect(False)
+            await c.execute("INSERT INTO st.ev VALUES (7, '2027-01-05', 'late')")
+            await c.close()
+
+        killer = await h.connect(True)
+        FUSE.arm(None, killer)
+        FUSE.before = ('DROP CONSTRAINT IF EXISTS "pgcurator_excl_', late_row)  # its step's first statement
+        try:
+            first = await h.apply(KIND, scene.spec, now=NOW)
+        finally:
+            FUSE.disarm()
+            await killer.close()
+        second = await h.apply(KIND, scene.spec, now=NOW)
+        again = await h.apply(KIND, {**scene.spec, "dryRun": True}, now=NOW)
+        admin = await h.admin()
+        guards = [r[0] for r in await admin.fetch(
+            "SELECT conname::text FROM pg_constraint WHERE conname LIKE 'pgcurator\\_excl\\_%'")]
+        return first, second, again, guards
+
+    first, second, again, guards = h.run(go())
+    assert first.reason == "StepFailed", first.describe()
+    assert second.ready, second.describe()
+    inv.plans_nothing("crash regression", again)
+    assert not guards, guards
