@@ -212,11 +212,15 @@ class Engine:
         if handler.cleanup is None:
             return
         params = await env.params(spec)
-        async with self.table_lock(params, handler.table_of(spec)), \
-                self.pools.connection(params, spec.timeouts) as conn:
-            if self.prepare is not None and handler.metadata_first:
-                await self.prepare(conn)
-            await handler.cleanup(self.context(conn, env, params, spec), spec)
+        try:
+            async with self.table_lock(params, handler.table_of(spec)), \
+                    self.pools.connection(params, spec.timeouts) as conn:
+                if self.prepare is not None and handler.metadata_first:
+                    await self.prepare(conn)
+                await handler.cleanup(self.context(conn, env, params, spec), spec)
+        except CONNECTION_LOST as exc:
+            # As in reconcile: a session lost mid-cleanup is the database's state, not a bug.
+            raise describe_connect_error(params, exc) from None
 
 
 def outcome_for(exc: Exception, *, params: ConnParams | None, schedule: float, backoff: Backoff,

@@ -237,3 +237,21 @@ def test_cron_schedule_gives_seconds_to_next_fire() -> None:
     sched = Schedule.model_validate({"cron": "0 3 * * *"})
     assert schedule_seconds(sched, datetime(2026, 11, 22, 2, 0, tzinfo=UTC)) == 3600
     assert schedule_seconds(Schedule.model_validate({"interval": "90s"})) == 90
+
+
+def test_a_list_move_resumed_as_a_plain_creation_takes_its_marker_off() -> None:
+    """The detached, marked table of an interrupted DEFAULT-row move, its rows all moved (none of
+    its values left in the DEFAULT): attached as a plain creation, with the marker taken off (else,
+    detached again some day, it would pass for a move in progress)."""
+    from pgcurator.catalog.partitions import move_marker
+
+    obs = celestial([PartitionInfo("public", "celestial_bodies_default", "DEFAULT", is_default=True)])
+    obs.loose_tables = {"celestial_bodies_stars": move_marker("public", "celestial_bodies"),
+                        "celestial_bodies_moons": "someone's"}
+    plan, _ = plan_policy(PartitionPolicySpec.model_validate(CELESTIAL), obs, NOW)
+    stars = next(s for s in plan.steps if s.target == "celestial_bodies_stars")
+    assert stars.kind == "create_partition"
+    assert stars.statements[1] == 'COMMENT ON TABLE "public"."celestial_bodies_stars" IS NULL'
+    assert stars.statements[-1].startswith('ALTER TABLE "public"."celestial_bodies" ATTACH PARTITION')
+    planets = next(s for s in plan.steps if s.target == "celestial_bodies_planets")
+    assert not any(s.startswith("COMMENT ON") for s in planets.statements)

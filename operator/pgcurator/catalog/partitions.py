@@ -140,8 +140,12 @@ SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_expr(c.relpartbound, 
 _MARKED_SQL = """
 SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
    AND pg_catalog.obj_description(c.oid, 'pg_class') = ANY($2::text[])
+   -- A detach left pending (DETACH CONCURRENTLY interrupted) too: its FINALIZE and what follows
+   -- it run in one run, not the drop or archive only in the next.
+   AND (NOT c.relispartition OR EXISTS (SELECT FROM pg_catalog.pg_inherits inh
+                                         WHERE inh.inhrelid = c.oid AND inh.inhdetachpending))
 """
 
 _LOOSE_SQL = """

@@ -36,6 +36,7 @@ from .partition_ddl import (
 from .partition_range import (
     RangeLayout,
     RangePartition,
+    clear_move_marker,
     foreign_name,
     move_default_steps,
     plan_range_level,
@@ -97,9 +98,10 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, list_predicate(spec.key_column, lp),
                                                  list_bound(lp), list_bound(lp), sub_for(spec, lp.name), now))
             continue
-        plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(
-            child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now)),
-            description=list_bound(lp)))
+        stmts = child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now)
+        stmts[1:1] = clear_move_marker(parent, obs, name)
+        plan.steps.append(Step(kind="create_partition", target=name, group=name, statements=tuple(stmts),
+                               description=list_bound(lp)))
 
 
 def _plan_hash_level(spec: PartitionPolicySpec, h: HashSpec, parent: Parent, partitions: list[PartitionInfo],

@@ -214,16 +214,18 @@ def plan_range_level(
                 continue
             key = ident(spec.key_column)
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, f"{key} >= {lo} AND {key} < {hi}",
-                                                 f"[{lo}, {hi})", bound, sub, now, (new.lower, new.upper)))
+                                                 f"[{lo}, {hi})", bound, sub, now, (new.lower, new.upper),
+                                                 guard=guard_name(name)))
             planned += 1
             continue
         steps: list[Step] = []
         stmts = child_statements(parent, name, bound, spec, sub, obs.column_types, now, inside=(new.lower, new.upper))
+        stmts[1:1] = clear_move_marker(parent, obs, name)
         if default is not None and (obs.default_rows or 0) > 0:
             # ATTACH scans the DEFAULT partition under an exclusive lock unless a valid CHECK constraint
             # proves no row of it belongs to the new range. Validating that constraint first takes only
             # SHARE UPDATE EXCLUSIVE, so writers keep going during the scan.
-            guard = fit_identifier("pgcurator_excl_" + name, "")
+            guard = guard_name(name)
             dq = qualified(default.schema, default.name)
             col = ident(r.column)
             steps.append(Step(kind="guard_default", target=default.name, group=name, statements=(
@@ -247,6 +249,21 @@ def plan_range_level(
                                           default_planned=any(s.kind == "create_default" for s in plan.steps)))
 
 
+def guard_name(name: str) -> str:
+    """The DEFAULT partition's CHECK constraint that lets partition `name` attach without a scan
+    under an exclusive lock."""
+    return fit_identifier("pgcurator_excl_" + name, "")
+
+
+def clear_move_marker(parent: Parent, obs: TableObservation, name: str) -> list[str]:
+    """For a creation that attaches the detached table of an interrupted move (its rows all moved,
+    none left in the DEFAULT): the marker goes with the ATTACH, or the partition, detached again
+    some day, would pass for a move in progress and be filled."""
+    if name not in obs.loose_tables or obs.foreign_table(name):
+        return []
+    return [f"COMMENT ON TABLE {qualified(parent.schema, name)} IS NULL"]
+
+
 def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
     return Blocked("NameConflict", (
         f"{parent.schema}.{name} exists as a table pgcurator did not create (e.g. one detached by hand, with its "
@@ -257,7 +274,7 @@ def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
 def move_default_steps(
     spec: PartitionPolicySpec, parent: Parent, obs: TableObservation, default: PartitionInfo, name: str,
     where: str, what: str, bound: str, sub: SubpartitionSpec | None, now: datetime,
-    inside: tuple[Bound, Bound] | None = None,
+    inside: tuple[Bound, Bound] | None = None, guard: str | None = None,
 ) -> list[Step]:
     """Move the DEFAULT partition's rows matching `where` (`what`, e.g. [lo, hi)) into a new
     partition, then attach it.
@@ -265,7 +282,11 @@ def move_default_steps(
     Each batch is one statement (DELETE ... RETURNING feeding INSERT), so a row is always in
     exactly one place; a crash between batches resumes with the next batch. The last batch and
     the ATTACH share a transaction that holds writers off the table (under lockTimeout), so no
-    row can slip in between and no writer's row is routed by the old layout."""
+    row can slip in between and no writer's row is routed by the old layout.
+
+    `guard`: the constraint an earlier creation of this partition may have left on the DEFAULT
+    partition when its VALIDATE met a row that arrived meanwhile (hence this move); dropped with
+    the ATTACH, which locks the DEFAULT partition exclusively anyway."""
     cols = [c.name for c in obs.columns if not c.generated]
     col_list = ", ".join(ident(c) for c in cols)
     dq = qualified(default.schema, default.name)
@@ -301,6 +322,8 @@ def move_default_steps(
         Step(kind="attach_moved", target=name, group=name, statements=(
             f"LOCK TABLE ONLY {pq} IN SHARE ROW EXCLUSIVE MODE",
             f"LOCK TABLE {dq} IN SHARE ROW EXCLUSIVE MODE", move_rest,
-            f"COMMENT ON TABLE {target} IS NULL", attach), undo=(move_back,),
+            f"COMMENT ON TABLE {target} IS NULL",
+            *([f"ALTER TABLE {dq} DROP CONSTRAINT IF EXISTS {ident(guard)}"] if guard else []), attach),
+            undo=(move_back,),
             description="move the rows written meanwhile and attach, holding writers off the table"),
     ]

@@ -34,10 +34,12 @@ def finish_interrupted(parent: Parent, obs: TableObservation, retention: Retenti
                 kind="finalize_detach", target=pending.name,
                 statements=(f"ALTER TABLE {qualified(parent.schema, parent.name)} DETACH PARTITION "
                             f"{qualified(pending.schema, pending.name)} FINALIZE",),
-                transactional=False, description="finish an interrupted DETACH CONCURRENTLY",
+                transactional=False, description="finish an interrupted DETACH CONCURRENTLY", group=pending.name,
             ))
+    # Marked ones include those whose detach is finalized just above (same group: not dropped or
+    # archived while still attached, should the FINALIZE fail).
     for name in obs.pending_drops:
-        plan.steps.append(Step(kind="drop_partition", target=name,
+        plan.steps.append(Step(kind="drop_partition", target=name, group=name,
                                statements=(f"DROP TABLE IF EXISTS {qualified(parent.schema, name)}",),
                                description="finish a retention drop interrupted after its detach"))
     for name in obs.pending_archives:

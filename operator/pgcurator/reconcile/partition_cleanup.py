@@ -3,7 +3,9 @@ and only while it manages the table; then give up its claim on the table.
 
 Each partition goes in one transaction that first locks the parent and the partition ACCESS
 EXCLUSIVE (under lockTimeout), then checks it is empty, detaches and drops it. Checking outside
-that lock let a writer's row land between the check and the drop, and the drop took it along."""
+that lock let a writer's row land between the check and the drop, and the drop took it along.
+Before that, rows of an interrupted DEFAULT-row move go back through the parent: no run of this
+policy will resume it."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from ..catalog.partitions import PartitionInfo, observe_table
+from ..catalog.partitions import PartitionInfo, TableObservation, move_marker, observe_table
 from ..db.executor import RETRYABLE, TableLock, lock_retry_delay, record_history
 from ..db.metadata import ensure_metadata
 from ..db.ownership import owner_of
@@ -24,7 +26,7 @@ from ..errors import LockBusy
 from ..limits import SHOWN_ITEMS
 from ..models.common import Timeouts, parse_duration
 from ..models.partition import PartitionPolicySpec
-from ..sql.quote import literal, qualified
+from ..sql.quote import ident, literal, qualified
 from .outcome import Event
 from .partition_claim import TABLE, release_table
 
@@ -64,6 +66,34 @@ async def _drop_if_empty(conn: Any, parent: str, p: PartitionInfo, timeouts: Tim
     return True
 
 
+async def _restore_moving(conn: Any, obs: TableObservation, name: str, timeouts: Timeouts, resource: str) -> bool:
+    """Put the rows of an interrupted DEFAULT-row move's detached table back through the parent
+    (into the DEFAULT partition, or a partition attached since) and drop the table: no run of
+    this policy will resume the move, and its rows are invisible through the parent meanwhile.
+    False (kept) when the parent refuses a row (e.g. no DEFAULT partition any more)."""
+    cols = ", ".join(ident(c.name) for c in obs.columns if not c.generated)
+    parent, moving = qualified(obs.schema, obs.name), qualified(obs.schema, name)
+    statements = (f"INSERT INTO {parent} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {moving}",
+                  f"DROP TABLE {moving}")
+    lock_ms = int(parse_duration(timeouts.lock_timeout) * 1000)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {literal(f'{lock_ms}ms')}")
+            await conn.execute(f"LOCK TABLE {moving} IN ACCESS EXCLUSIVE MODE")
+            for sql in statements:
+                await conn.execute(sql)
+            for sql in statements:
+                await record_history(conn, resource, "undo_move_default_rows", name, sql, started,
+                                     (time.perf_counter() - t0) * 1000)
+    except asyncpg.IntegrityConstraintViolationError:
+        return False
+    except RETRYABLE as exc:
+        raise LockBusy(f"could not lock {name} to put its rows back within lockTimeout: {exc}; retrying") from exc
+    return True
+
+
 async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resource: str,
                                    on_event: Callable[[Event], Awaitable[None]] | None = None) -> list[str]:
     """Drops the empty partitions this policy created; returns the ones kept because they hold
@@ -84,6 +114,11 @@ async def cleanup_partition_policy(conn: Any, spec: PartitionPolicySpec, resourc
     async with TableLock(conn, t.schema_, t.name):
         obs = await observe_table(conn, t.schema_, t.name, spec.key_column)
         parent = qualified(t.schema_, t.name)
+        # First, while the partitions are all there to take them: rows of an interrupted move.
+        for name, comment in sorted(obs.loose_tables.items()):
+            if comment == move_marker(t.schema_, t.name) and not await _restore_moving(
+                    conn, obs, name, spec.timeouts, resource):
+                kept.append(name)
         # The DEFAULT partition last: while range partitions are still attached, rows of theirs
         # could otherwise be routed into it.
         for p in sorted((p for p in obs.partitions if p.name in created), key=lambda p: p.is_default):
