@@ -282,3 +282,21 @@ def test_a_leaf_name_taken_by_someone_elses_table_is_not_adopted() -> None:
         plan, _ = plan_policy(s, obs, now)
         assert not any(theirs in sql for st in plan.steps for sql in st.statements), plan.statements()
         assert [b.reason for b in plan.blocked] == ["NameConflict"], plan.blocked
+
+
+def test_a_parent_retention_removes_gets_no_new_leaves_in_the_same_plan() -> None:
+    # Found by the state-space suite: retention dropped an old parent and the sub-level planning then
+    # completed that parent's leaves (ATTACH to a table dropped a step earlier: the run failed).
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 0},
+        "retention": {"keep": 1, "action": "drop"},
+        "subpartition": {"strategy": "range", "range": {"column": "id", "width": 1000, "premake": 1}}})
+    obs = table([("event_logs_p1998", "FOR VALUES FROM ('1998-01-01 00:00:00+00') TO ('1999-01-01 00:00:00+00')")])
+    old = obs.partitions[0]
+    old.relkind, old.strategy, old.key_columns = "p", "r", ["id"]
+    old.children = [PartitionInfo("public", "event_logs_p1998_p0", "FOR VALUES FROM ('0') TO ('1000')")]
+    plan, _ = plan_policy(s, obs, datetime(2000, 1, 1, tzinfo=UTC))
+    kinds = [(st.kind, st.target) for st in plan.steps]
+    assert ("drop_partition", "event_logs_p1998") in kinds, kinds
+    assert not any("event_logs_p1998" in st.target for st in plan.steps if st.kind == "create_partition"), kinds

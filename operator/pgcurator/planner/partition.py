@@ -138,8 +138,11 @@ def _plan_sub_level(spec: PartitionPolicySpec, root: Parent, obs: TableObservati
     sub = spec.subpartition
     if sub is None:
         return
+    # Parents retention detaches or drops in this plan get no new leaves (they would be created in
+    # a table that is gone, or kept apart from the table).
+    leaving = {s.target for s in plan.steps if s.kind in ("detach_partition", "drop_partition")}
     for p in obs.partitions:
-        if p.is_default:
+        if p.is_default or p.name in leaving:
             continue
         list_name = None
         if spec.list is not None:
