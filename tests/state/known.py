@@ -50,6 +50,11 @@ FOUND: list[Known] = [
     # to DETACH the parent (it drops the identity it gave it). test_known_defects.py pins it.
     Known("detach-identity-leaves", "found by the range sub-level explorer (reported to the lead)",
           lambda b: b.invariant == "no planned statement fails" and "is not an identity column" in b.detail),
+    # After a conversion's swap, the dry run omits dropping the original (convert.dropOriginal) that the
+    # real run executes. test_known_defects.py pins it.
+    Known("dry-run-omits-drop-original", "found by the range sub-level explorer (reported to the lead)",
+          lambda b: b.invariant == "dry-run plan equals what runs"
+          and re.search(r"ran but not planned \[[^\]]*DROP TABLE IF EXISTS [^\]]*_unpartitioned", b.detail) is not None),
 ]
 
 # Found by differential re-runs in the explorer (see exploring.explore()).

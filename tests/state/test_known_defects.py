@@ -424,3 +424,53 @@ def test_retention_detaches_a_sub_partitioned_partition_of_a_table_with_an_ident
         if "is not an identity column" not in b.detail:
             raise OtherFailure(f"expected the identity failure, got: {b}") from b
         raise
+
+
+@known("the dry run after a conversion's swap omits the DROP TABLE of <table>_unpartitioned that the real run "
+       "executes with convert.dropOriginal (found by the range sub-level explorer)")
+def test_the_dry_run_after_a_swap_lists_dropping_the_original(harness: Harness) -> None:
+    # Shrunk by hypothesis: a plain table converted (Converted, phase swapped) by the first run; a year later
+    # the dry run plans next year's partition only, and the real run also drops events_unpartitioned.
+    from datetime import timedelta
+
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    s["convert"] = {"enabled": True, "dropOriginal": True}
+    base = PartitionCase("events", "timestamptz", s, NOW, "plain", s["range"], metadata="current")  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "none"))
+        await reconcile_and_check(harness, base, s, NOW)
+        await reconcile_and_check(harness, base, s, NOW + timedelta(days=366))
+
+    try:
+        harness.run(go(), timeout=120)
+    except Broken as b:
+        if b.invariant != "dry-run plan equals what runs" or "_unpartitioned" not in b.detail:
+            raise OtherFailure(f"expected the unlisted DROP TABLE, got: {b}") from b
+        raise
+
+
+def test_a_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> None:
+    # Found by the range sub-level explorer: the conversion planned the shadow's partitions for the wall
+    # clock, not for the run's `now` (the maintenance plan's): a table converted "in 1970" got a partition
+    # for every year up to today (57 of them), and a dry run at a given time showed another time's layout.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    s["convert"] = {"enabled": True}
+    now = datetime(1970, 6, 1, tzinfo=UTC)
+    base = PartitionCase("events", "timestamptz", s, now, "plain", s["range"], metadata="current",  # type: ignore[arg-type]
+                         plain_rows=2)
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "none"))
+        step = await reconcile_and_check(harness, base, s, now)
+        assert step.real.reason == "Converted", step.real.describe()
+        admin = await harness.admin()
+        parts = await admin.fetch("SELECT c.relname::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c "
+                                  "ON c.oid = i.inhrelid WHERE i.inhparent = 'st.events'::regclass ORDER BY 1")
+        assert [r[0] for r in parts] == ["events_p1970"], parts
+
+    harness.run(go(), timeout=120)
