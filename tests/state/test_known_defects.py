@@ -474,3 +474,26 @@ def test_a_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> Non
         assert [r[0] for r in parts] == ["events_p1970"], parts
 
     harness.run(go(), timeout=120)
+
+
+def test_a_leaf_name_of_a_long_named_table_taken_by_someone_elses_table_is_not_adopted(harness: Harness) -> None:
+    # Found by the range sub-level explorer: a 55-character table name, years split in quarters; someone's
+    # table (the table's columns, one row) is named like the first quarter's leaf. Its name carries the hash
+    # of its parent's name, not of the table's, so the observation's loose tables missed it and the new
+    # parent ATTACHed it, row and all. Now the parent is held back (NameConflict) and the table left alone.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    table = "ev_" + "x" * 52
+    s = spec(interval="1 year", premake=0)
+    s["table"] = {"schema": "st", "name": table}
+    s["subpartition"] = {"strategy": "range", "range": {"column": "k", "interval": "3 months"}}
+    now = datetime(2000, 1, 1, tzinfo=UTC)
+    base = PartitionCase(table, "timestamptz", s, now, "partitioned", s["range"], metadata="current")  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "same", loose_leaf=True))
+        step = await reconcile_and_check(harness, base, s, now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "_df5a0230_p2000_01" in step.real.message, step.real.describe()
+
+    harness.run(go(), timeout=120)
