@@ -428,7 +428,7 @@ def test_retention_detaches_a_sub_partitioned_partition_of_a_table_with_an_ident
 
 @known("the dry run after a conversion's swap omits the DROP TABLE of <table>_unpartitioned that the real run "
        "executes with convert.dropOriginal (found by the range sub-level explorer)")
-def test_the_dry_run_after_a_swap_lists_dropping_the_original(harness: Harness) -> None:
+def test_the_dry_run_after_a_partition_conversion_swap_lists_dropping_the_original(harness: Harness) -> None:
     # Shrunk by hypothesis: a plain table converted (Converted, phase swapped) by the first run; a year later
     # the dry run plans next year's partition only, and the real run also drops events_unpartitioned.
     from datetime import timedelta
@@ -452,7 +452,7 @@ def test_the_dry_run_after_a_swap_lists_dropping_the_original(harness: Harness) 
         raise
 
 
-def test_a_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> None:
+def test_a_partition_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> None:
     # Found by the range sub-level explorer: the conversion planned the shadow's partitions for the wall
     # clock, not for the run's `now` (the maintenance plan's): a table converted "in 1970" got a partition
     # for every year up to today (57 of them), and a dry run at a given time showed another time's layout.
@@ -476,7 +476,7 @@ def test_a_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> Non
     harness.run(go(), timeout=120)
 
 
-def test_a_leaf_name_of_a_long_named_table_taken_by_someone_elses_table_is_not_adopted(harness: Harness) -> None:
+def test_a_leaf_partition_named_after_a_long_table_name_is_not_adopted(harness: Harness) -> None:
     # Found by the range sub-level explorer: a 55-character table name, years split in quarters; someone's
     # table (the table's columns, one row) is named like the first quarter's leaf. Its name carries the hash
     # of its parent's name, not of the table's, so the observation's loose tables missed it and the new

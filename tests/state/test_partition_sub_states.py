@@ -35,5 +35,5 @@ def run_range_sub(h: Harness, case: RangeSubCase) -> None:
 
 @explore_settings(100)
 @given(case=range_sub_cases())
-def test_range_levels_with_and_without_a_sub_level_in_every_state(harness: Harness, case: RangeSubCase) -> None:
+def test_range_partition_policy_with_and_without_a_sub_level_in_every_state(harness: Harness, case: RangeSubCase) -> None:
     exploring.explore(run_range_sub, KIND, harness, case)
