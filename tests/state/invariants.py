@@ -86,6 +86,20 @@ def dry_plan_equals_run(kind: str, dry: Result, rows: list[Any]) -> None:
                      f"{missing}", dry)
 
 
+def dry_plan_starts_conversion(kind: str, dry: Result, rows: list[Any]) -> None:
+    """A conversion's dry run lists how it would start; its history row summarises the statements
+    that ran ("N statements: first; second; ... ..."): those shown are the plan's, in order."""
+    if any(r["outcome"] != "ok" for r in rows) or not rows or rows[0]["step"] != "convert_prepare":
+        return
+    counted(kind)
+    planned = list(dry.status.get("plan") or [])
+    text = re.sub(r"^\d+ statements: ", "", rows[0]["statement"]).removesuffix(" ...")
+    shown = text.split("; ")
+    if shown != planned[:len(shown)]:
+        raise Broken("dry-run plan equals what runs",
+                     f"the conversion ran {shown[:3]}, its dry run planned {planned[:3]}", dry)
+
+
 def statements_within_lock_timeout(kind: str, rows: list[Any], lock_timeout_s: float) -> None:
     """Every statement that gave up on a lock did so within lockTimeout (plus timer slack)."""
     for r in rows:

@@ -39,6 +39,22 @@ KNOWN: list[Known] = [
 
 # Found by this suite (not in issue 12's list); reported to the owner with a minimal reproduction.
 FOUND: list[Known] = [
+    # A first-level partition someone sub-partitioned on the key, with leaves missing, while the spec
+    # declares no sub-level: counted as coverage (test_known_defects.py pins it). Only that symptom: the
+    # row is refused by a partition of the table, not by the table itself.
+    Known("unmanaged-sub-level-holes", "found by the range sub-level explorer (reported to the lead)",
+          lambda b: b.invariant == "no gap inside the window while Ready" and b.result is not None
+          and not b.result.spec.get("subpartition") and any(
+              m != b.result.spec["table"]["name"] for m in re.findall(r'no partition of relation "([^"]+)"', b.detail))),
+    # Leaves built LIKE the table (no identity) and attached before their parent: PostgreSQL 17+ refuses
+    # to DETACH the parent (it drops the identity it gave it). test_known_defects.py pins it.
+    Known("detach-identity-leaves", "found by the range sub-level explorer (reported to the lead)",
+          lambda b: b.invariant == "no planned statement fails" and "is not an identity column" in b.detail),
+    # After a conversion's swap, the dry run omits dropping the original (convert.dropOriginal) that the
+    # real run executes. test_known_defects.py pins it.
+    Known("dry-run-omits-drop-original", "found by the range sub-level explorer (reported to the lead)",
+          lambda b: b.invariant == "dry-run plan equals what runs"
+          and re.search(r"ran but not planned \[[^\]]*DROP TABLE IF EXISTS [^\]]*_unpartitioned", b.detail) is not None),
 ]
 
 # Found by differential re-runs in the explorer (see exploring.explore()).

@@ -59,14 +59,27 @@ def _window_exprs(case_key: str, r: dict[str, Any]) -> list[str]:
     return out
 
 
-_TO = re.compile(r"TO \((.+)\)$")
+_BOUND = re.compile(r"(?:FROM|TO) \(([^()]+)\)")
+
+
+def _at(key_type: str, tz: str) -> str:
+    """$1 (an instant) as a value of the key column, in the policy's zone."""
+    z = tz.replace("'", "''")
+    return {"timestamptz": "$1::timestamptz", "timestamp": f"($1::timestamptz AT TIME ZONE '{z}')",
+            "date": f"($1::timestamptz AT TIME ZONE '{z}')::date"}[key_type]
 
 
 async def probe_gaps(conn: asyncpg.Connection, table: str, key_type: str, r: dict[str, Any],
-                     now: datetime) -> list[str]:
-    """Insert a row at `now`, at every period of the window and at every partition bound inside it,
+                     now: datetime, covered: str | None = None, sub: dict[str, Any] | None = None) -> list[str]:
+    """Insert a row at `now`, at every period of the window and at every bound of the partition
+    tree (first level and leaves) from the window's start to `covered` (the status's coveredUntil),
     each in a savepoint of a transaction that is rolled back. A row that finds no partition, or
-    falls into the DEFAULT partition, is a gap."""
+    falls into the DEFAULT partition, is a gap.
+
+    `sub`: the spec's second level. On the first level's own column it promises leaves from `now`
+    on (the part of the current period before it may be an older layout's), so probes start there;
+    on another column (id) each point is probed with ids that reach every hash remainder / the
+    first sub-range."""
     t = f"st.{q(table)}"
     ctype = {"timestamptz": "timestamptz", "timestamp": "timestamp", "date": "date", "bigint": "bigint"}[key_type]
     tz = r.get("timeZone", "UTC")
@@ -84,32 +97,61 @@ async def probe_gaps(conn: asyncpg.Connection, table: str, key_type: str, r: dic
         else:
             values = [await conn.fetchval(f"SELECT {e}", now) for e in _window_exprs(key_type, r)]
             lo_hi = (min(values), max(values))
+        same_column = sub is not None and sub.get("range", {}).get("column") == r["column"]
+        if same_column:
+            # now as the sub-level sees it (a wall-clock or date column: in the sub-level's zone)
+            sub_tz = sub["range"].get("timeZone", tz)  # type: ignore[index]
+            since = lo_hi[0] if "width" in r else max(lo_hi[0], await conn.fetchval(
+                f"SELECT {_at(key_type, sub_tz)}", now))  # never before the first level's current period
+            values = [v for v in values if v >= since] + [since]
+            lo_hi = (since, lo_hi[1])
+        open_top = False
+        if covered is not None:
+            try:
+                async with conn.transaction():
+                    until = await conn.fetchval(f"SELECT $1::text::{ctype}", covered)
+                if until > lo_hi[1]:  # coverage past the window: its bounds too, up to the end (excluded)
+                    lo_hi, open_top = (lo_hi[0], until), True
+            except asyncpg.PostgresError:
+                pass
         bounds = await conn.fetch(
-            "SELECT pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_inherits i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass", t)
+            "SELECT pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_partition_tree($1::regclass) p "
+            "JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE p.level > 0 "
+            "AND pg_catalog.pg_get_partkeydef(p.parentrelid) = 'RANGE (k)'", t)
         for b in bounds:
-            m = _TO.search(b["b"] or "")
-            if m and m.group(1) != "MAXVALUE":
+            for m in _BOUND.finditer(b["b"] or ""):
+                if m.group(1) in ("MAXVALUE", "MINVALUE"):
+                    continue
                 try:
-                    v = await conn.fetchval(f"SELECT {m.group(1)}::{ctype}")
+                    async with conn.transaction():
+                        v = await conn.fetchval(f"SELECT {m.group(1)}::{ctype}")
                 except asyncpg.PostgresError:
                     continue
-                if lo_hi[0] <= v <= lo_hi[1]:
+                if lo_hi[0] <= v and (v < lo_hi[1] or (v == lo_hi[1] and not open_top)):
                     values.append(v)
         default = await conn.fetchval(
             "SELECT c.oid::regclass::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON "
             "c.oid = i.inhrelid WHERE i.inhparent = $1::regclass AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
             t)
+        ids: list[int | None] = [None]
+        if sub is not None and not same_column:
+            ids = list(range(1, 9)) if "hash" in sub else [1, 999]
         for v in sorted(set(values)):
-            bump(KIND, "gap probes inserted")
-            try:
-                async with conn.transaction():
-                    where = await conn.fetchval(f"INSERT INTO {t} (k) VALUES ($1) RETURNING tableoid::regclass::text",
-                                                v)
-                if default is not None and where == default:
-                    gaps.append(f"{v} falls into the DEFAULT partition")
-            except asyncpg.PostgresError as exc:
-                gaps.append(f"{v}: {exc.sqlstate} {exc}")
+            for id_ in ids:
+                bump(KIND, "gap probes inserted")
+                try:
+                    async with conn.transaction():
+                        where = await (
+                            conn.fetchval(f"INSERT INTO {t} (k) VALUES ($1) RETURNING tableoid::regclass::text", v)
+                            if id_ is None else
+                            conn.fetchval(f"INSERT INTO {t} (id, k) VALUES ($2, $1) RETURNING tableoid::regclass::text",
+                                          v, id_))
+                    if default is not None and where == default:
+                        gaps.append(f"{v} falls into the DEFAULT partition")
+                except asyncpg.UniqueViolationError:
+                    pass  # a row with this (id, k) is there already: routed to a partition all the same
+                except asyncpg.PostgresError as exc:
+                    gaps.append(f"{v}{'' if id_ is None else f' (id {id_})'}: {exc.sqlstate} {exc}")
     finally:
         await tr.rollback()
     return gaps
@@ -186,7 +228,12 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
     inv.statements_within_lock_timeout(KIND, ran, 2.0)
     inv.no_planned_statement_fails(KIND, real, ran)
     if dry.reason in ("DryRun", "UpToDate") and not real.degraded:
-        inv.dry_plan_equals_run(KIND, dry, ran)
+        if "conversion would start" in dry.message:
+            inv.dry_plan_starts_conversion(KIND, dry, ran)
+        elif dry.message.startswith("dryRun: would "):
+            pass  # a conversion under way: its dry run names the next transition (copying rows is no plan)
+        else:
+            inv.dry_plan_equals_run(KIND, dry, ran)
     inv.untouched(KIND, other_before, await inv.relations(admin, "other"), "other")
     if other is not None and other.reason not in NOT_MANAGING:
         # One manager per table: the second policy on it runs nothing and says who manages it.
@@ -202,6 +249,10 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
     if spec.get("retention") is None:
         allowed = {n for n, rel in st_before.items() if rel.bound == "DEFAULT"}
         allowed |= {case.table}
+        if (spec.get("convert") or {}).get("dropOriginal"):  # the conversion's own leftover, to drop
+            from pgcurator.catalog.conversion import original_name
+
+            allowed.add(original_name(case.table))
         inv.untouched(KIND, st_before, await inv.relations(admin, "st"), "st", allowed)
     rows_after = await _digest(admin, case, spec, now)
     if rows_before is not None:
@@ -210,7 +261,8 @@ async def reconcile_and_check(h: Harness, case: PartitionCase, spec: dict[str, A
 
     again: Result | None = None
     if real.ready:
-        gaps = await probe_gaps(admin, case.table, case.key_type, spec["range"], now)
+        gaps = await probe_gaps(admin, case.table, case.key_type, spec["range"], now, real.status.get("coveredUntil"),
+                                spec.get("subpartition"))
         inv.counted(KIND)
         if gaps:
             raise inv.Broken("no gap inside the window while Ready", "; ".join(gaps[:5]), real)

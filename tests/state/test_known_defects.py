@@ -372,3 +372,128 @@ def test_hash_partitions_of_another_modulus_leaving_values_uncovered_are_not_rea
         assert result.reason == "HashModulusDiffers", result.describe()
 
     harness.run(go())
+
+
+@known("a sub-partitioned first-level partition the spec has no sub-level for counts as coverage, whatever "
+       "its leaves: Ready while rows of its range find no leaf (found by the range sub-level explorer)")
+def test_a_partition_sub_partitioned_without_its_leaves_is_not_coverage(harness: Harness) -> None:
+    # Shrunk by hypothesis: no subpartition in the spec; this year's partition exists, itself partitioned
+    # by range on k with no leaf. Ready, covered until next year, and every row of this year is refused.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    base = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         metadata="current")
+    case = RangeSubCase(base, "none", shapes=[(0, "ours", "none", 0, ())])
+
+    async def go() -> None:
+        await build_range_sub(harness, case)
+        await reconcile_and_check(harness, base, s, NOW)
+
+    try:
+        harness.run(go(), timeout=120)
+    except Broken as b:
+        if b.invariant != "no gap inside the window while Ready":
+            raise OtherFailure(f"expected a gap, got: {b}") from b
+        raise
+
+
+@known("retention cannot detach a sub-partitioned partition the operator built: its leaves, created LIKE the "
+       "table and attached before their parent was, lack the identity column PostgreSQL 17+ drops on DETACH "
+       "(found by the range sub-level explorer)")
+def test_retention_detaches_a_sub_partitioned_partition_of_a_table_with_an_identity_column(harness: Harness) -> None:
+    # Shrunk by hypothesis: years split in months, keep 1; the first run builds 2026 (leaves attached to it,
+    # then it to the table), a run in 2028 detaches 2026: 55000 column "id" of relation
+    # "events_p2026_p2026_01" is not an identity column, on every run.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    s["subpartition"] = {"strategy": "range", "range": {"column": "k", "interval": "1 month"}}
+    s["retention"] = {"keep": 1, "action": "drop"}
+    base = PartitionCase("events", "timestamptz", s, NOW, "partitioned", s["range"],  # type: ignore[arg-type]
+                         metadata="current")
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "same"))
+        await reconcile_and_check(harness, base, s, NOW)
+        await reconcile_and_check(harness, base, s, datetime(2028, 3, 1, tzinfo=UTC))
+
+    try:
+        harness.run(go(), timeout=120)
+    except Broken as b:
+        if "is not an identity column" not in b.detail:
+            raise OtherFailure(f"expected the identity failure, got: {b}") from b
+        raise
+
+
+@known("the dry run after a conversion's swap omits the DROP TABLE of <table>_unpartitioned that the real run "
+       "executes with convert.dropOriginal (found by the range sub-level explorer)")
+def test_the_dry_run_after_a_partition_conversion_swap_lists_dropping_the_original(harness: Harness) -> None:
+    # Shrunk by hypothesis: a plain table converted (Converted, phase swapped) by the first run; a year later
+    # the dry run plans next year's partition only, and the real run also drops events_unpartitioned.
+    from datetime import timedelta
+
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    s["convert"] = {"enabled": True, "dropOriginal": True}
+    base = PartitionCase("events", "timestamptz", s, NOW, "plain", s["range"], metadata="current")  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "none"))
+        await reconcile_and_check(harness, base, s, NOW)
+        await reconcile_and_check(harness, base, s, NOW + timedelta(days=366))
+
+    try:
+        harness.run(go(), timeout=120)
+    except Broken as b:
+        if b.invariant != "dry-run plan equals what runs" or "_unpartitioned" not in b.detail:
+            raise OtherFailure(f"expected the unlisted DROP TABLE, got: {b}") from b
+        raise
+
+
+def test_a_partition_conversion_plans_its_layout_for_the_runs_now(harness: Harness) -> None:
+    # Found by the range sub-level explorer: the conversion planned the shadow's partitions for the wall
+    # clock, not for the run's `now` (the maintenance plan's): a table converted "in 1970" got a partition
+    # for every year up to today (57 of them), and a dry run at a given time showed another time's layout.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    s = spec(interval="1 year", premake=0)
+    s["convert"] = {"enabled": True}
+    now = datetime(1970, 6, 1, tzinfo=UTC)
+    base = PartitionCase("events", "timestamptz", s, now, "plain", s["range"], metadata="current",  # type: ignore[arg-type]
+                         plain_rows=2)
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "none"))
+        step = await reconcile_and_check(harness, base, s, now)
+        assert step.real.reason == "Converted", step.real.describe()
+        admin = await harness.admin()
+        parts = await admin.fetch("SELECT c.relname::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c "
+                                  "ON c.oid = i.inhrelid WHERE i.inhparent = 'st.events'::regclass ORDER BY 1")
+        assert [r[0] for r in parts] == ["events_p1970"], parts
+
+    harness.run(go(), timeout=120)
+
+
+def test_a_leaf_partition_named_after_a_long_table_name_is_not_adopted(harness: Harness) -> None:
+    # Found by the range sub-level explorer: a 55-character table name, years split in quarters; someone's
+    # table (the table's columns, one row) is named like the first quarter's leaf. Its name carries the hash
+    # of its parent's name, not of the table's, so the observation's loose tables missed it and the new
+    # parent ATTACHed it, row and all. Now the parent is held back (NameConflict) and the table left alone.
+    from .range_sub_states import RangeSubCase, build_range_sub
+
+    table = "ev_" + "x" * 52
+    s = spec(interval="1 year", premake=0)
+    s["table"] = {"schema": "st", "name": table}
+    s["subpartition"] = {"strategy": "range", "range": {"column": "k", "interval": "3 months"}}
+    now = datetime(2000, 1, 1, tzinfo=UTC)
+    base = PartitionCase(table, "timestamptz", s, now, "partitioned", s["range"], metadata="current")  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await build_range_sub(harness, RangeSubCase(base, "same", loose_leaf=True))
+        step = await reconcile_and_check(harness, base, s, now)
+        assert step.real.reason == "NameConflict", step.real.describe()
+        assert "_df5a0230_p2000_01" in step.real.message, step.real.describe()
+
+    harness.run(go(), timeout=120)

@@ -58,3 +58,18 @@ def test_shadow_covers_every_row_from_the_oldest_and_keeps_final_names() -> None
     assert attached == [f'"public"."event_logs_p2026_{m:02d}"' for m in (8, 9, 10, 11, 12)]
     assert stmts[-2] == f'ALTER TABLE {shadow} ADD CONSTRAINT "fk_player" FOREIGN KEY (player_id) REFERENCES players(id)'
     assert stmts[-1] == f'GRANT SELECT ON {shadow} TO "reporting"'
+
+
+def test_a_date_table_with_rows_past_the_window_gets_partitions_for_them() -> None:
+    # Found by the state-space suite: for a date column the highest key is a date, not a datetime, and was
+    # ignored; the shadow stopped at now's window and the copy of a later row failed ("a row written during
+    # the conversion fits no partition of the copy"), restarting the conversion on every run.
+    from datetime import date
+
+    obs = plain_obs()
+    obs.columns = [ColumnInfo("id", "bigint"), ColumnInfo("server_timestamp", "date")]
+    obs.column_types = {c.name: c.type for c in obs.columns}
+    plain = PlainTable(primary_key=["id", "server_timestamp"], min_key=date(2026, 1, 5), max_key=date(2027, 3, 1))
+    s = convert_spec(range={"interval": "1 year", "premake": 0})
+    stmts = shadow_statements(s, obs, plain, NOW)  # type: ignore[arg-type]
+    assert any("FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')" in sql for sql in stmts), stmts

@@ -222,3 +222,73 @@ def test_a_sub_level_on_another_column_ignores_the_first_levels_highest_key() ->
     obs = apply(obs, plan_policy(s, obs, now)[0])
     again, _ = plan_policy(s, obs, now)
     assert again.steps == [], [st.target for st in again.steps]
+
+
+def _leaf_bounds(obs_parts: list[PartitionInfo], parent: str) -> list[str]:
+    p = next(p for p in obs_parts if p.name == parent)
+    return sorted(c.bound_expr for c in p.children)
+
+
+@pytest.mark.parametrize("column_type", ["timestamp without time zone", "date"])
+def test_a_sub_level_in_another_zone_splits_a_wall_clock_parent_at_its_own_bounds(column_type: str) -> None:
+    # Found by the state-space suite: on a wall-clock (or date) column the parent's bounds were read as
+    # instants of the first level's zone and cut in the sub-level's, so years of UTC split in quarters of
+    # Pacific/Chatham started at 12:45 (the parent's midnight there) and [00:00, 12:45) had no leaf.
+    sub_interval = "1 month" if column_type == "date" else "3 months"
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 0, "timeZone": "UTC"},
+        "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": sub_interval,
+                                                        "timeZone": "Pacific/Chatham"}}})
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    obs = apply(table([], column_type=column_type), plan_policy(s, table([], column_type=column_type), now)[0])
+    leaves = _leaf_bounds(obs.partitions, "event_logs_p2026")
+    midnight = "" if column_type == "date" else " 00:00:00"
+    assert leaves[0].startswith(f"FOR VALUES FROM ('2026-01-01{midnight}')"), leaves
+    assert leaves[-1].endswith(f"TO ('2027-01-01{midnight}')"), leaves
+    # A later run completing a parent that has no leaves yet stops at the parent's end too.
+    nxt = datetime(2027, 5, 10, tzinfo=UTC)
+    obs.partitions = [p for p in obs.partitions if p.name != "event_logs_p2026"]
+    obs.partitions.append(PartitionInfo("public", "event_logs_p2027",
+                                        f"FOR VALUES FROM ('2027-01-01{midnight}') TO ('2028-01-01{midnight}')",
+                                        relkind="p", strategy="r", key_columns=["server_timestamp"]))
+    plan, _ = plan_policy(s, obs, nxt)
+    leaves = _leaf_bounds(apply(obs, plan).partitions, "event_logs_p2027")
+    assert leaves and leaves[-1].endswith(f"TO ('2028-01-01{midnight}')"), leaves
+
+
+def test_a_leaf_name_taken_by_someone_elses_table_is_not_adopted() -> None:
+    # Found by the state-space suite: a plain table named like a leaf of a new (or existing) parent was
+    # reused by CREATE TABLE IF NOT EXISTS and ATTACHed with its rows, as the first level refuses to.
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 0},
+        "subpartition": {"strategy": "range", "range": {"column": "server_timestamp", "interval": "3 months"}}})
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    theirs = "event_logs_p2026_p2026_10"
+    for existing in ([], [("event_logs_p2026", "FOR VALUES FROM ('2026-01-01 00:00:00+00') TO "
+                                                "('2027-01-01 00:00:00+00')")]):
+        obs = table(existing, loose_tables={theirs: None})
+        for p in obs.partitions:
+            p.relkind, p.strategy, p.key_columns = "p", "r", ["server_timestamp"]
+        plan, _ = plan_policy(s, obs, now)
+        assert not any(theirs in sql for st in plan.steps for sql in st.statements), plan.statements()
+        assert [b.reason for b in plan.blocked] == ["NameConflict"], plan.blocked
+
+
+def test_a_parent_retention_removes_gets_no_new_leaves_in_the_same_plan() -> None:
+    # Found by the state-space suite: retention dropped an old parent and the sub-level planning then
+    # completed that parent's leaves (ATTACH to a table dropped a step earlier: the run failed).
+    s = PartitionPolicySpec.model_validate({
+        "database": {"secretName": "db"}, "table": {"name": "event_logs"},
+        "range": {"column": "server_timestamp", "interval": "1 year", "premake": 0},
+        "retention": {"keep": 1, "action": "drop"},
+        "subpartition": {"strategy": "range", "range": {"column": "id", "width": 1000, "premake": 1}}})
+    obs = table([("event_logs_p1998", "FOR VALUES FROM ('1998-01-01 00:00:00+00') TO ('1999-01-01 00:00:00+00')")])
+    old = obs.partitions[0]
+    old.relkind, old.strategy, old.key_columns = "p", "r", ["id"]
+    old.children = [PartitionInfo("public", "event_logs_p1998_p0", "FOR VALUES FROM ('0') TO ('1000')")]
+    plan, _ = plan_policy(s, obs, datetime(2000, 1, 1, tzinfo=UTC))
+    kinds = [(st.kind, st.target) for st in plan.steps]
+    assert ("drop_partition", "event_logs_p1998") in kinds, kinds
+    assert not any("event_logs_p1998" in st.target for st in plan.steps if st.kind == "create_partition"), kinds

@@ -152,8 +152,12 @@ _LOOSE_SQL = """
 SELECT c.relname::text, pg_catalog.obj_description(c.oid, 'pg_class')
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND (c.relname LIKE $2 OR pg_catalog.strpos(c.relname, $3) > 0)
+   AND (c.relname LIKE $2 OR pg_catalog.strpos(c.relname, $3) > 0 OR c.relname LIKE $4)
 """
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _info(r: Any) -> PartitionInfo:
@@ -201,10 +205,13 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     markers = [retention_marker(schema, name, "drop"), retention_marker(schema, name, "archive")]
     for rel, comment in await conn.fetch(_MARKED_SQL, schema, markers):
         (obs.pending_drops if comment == markers[0] else obs.pending_archives).append(rel)
-    like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_%"
+    like = _like_escape(name) + "\\_%"
     # A long table name is cut in partition names, which then carry a hash of it (fit_identifier).
     tag = "_" + hashlib.sha256(name.encode()).hexdigest()[:8] + "_"
-    obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag)}
+    # A leaf's name is cut from its parent's and carries the hash of that: it keeps at least the
+    # table's first 11 bytes (room left by the longest suffix, an integer bridge), so match on 8.
+    head = _like_escape(name.encode()[:8].decode(errors="ignore")) + "%" if len(name.encode()) > 8 else like
+    obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag, head)}
     return obs
 
 

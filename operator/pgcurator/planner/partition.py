@@ -19,6 +19,7 @@ from ..sql.statements import Blocked, Plan, Step
 from .partition_checks import check_key, check_table
 from .partition_ddl import (
     LIKE_OPTIONS,
+    NameTaken,
     Parent,
     child_statements,
     create_table_sql,
@@ -78,8 +79,11 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
                         f"{', '.join(sorted(have or [])) or 'other values'}; change its bounds yourself (moving "
                         "rows) or rename the list partition in the spec")))
             continue
-        if obs.foreign_table(name):
-            plan.blocked.append(foreign_name(parent, name, list_bound(lp)))
+        try:  # its name, or one of its leaves', taken by someone else's table
+            child_statements(parent, name, list_bound(lp), spec, sub_for(spec, lp.name), obs.column_types, now,
+                             taken=obs.foreign_table)
+        except NameTaken as clash:
+            plan.blocked.append(foreign_name(parent, clash.name, list_bound(lp)))
             continue
         taken = sorted({owner_of_value[v] for v in want if v in owner_of_value})
         if taken:
@@ -136,8 +140,11 @@ def _plan_sub_level(spec: PartitionPolicySpec, root: Parent, obs: TableObservati
     sub = spec.subpartition
     if sub is None:
         return
+    # Parents retention detaches or drops in this plan get no new leaves (they would be created in
+    # a table that is gone, or kept apart from the table).
+    leaving = {s.target for s in plan.steps if s.kind in ("detach_partition", "drop_partition")}
     for p in obs.partitions:
-        if p.is_default:
+        if p.is_default or p.name in leaving:
             continue
         list_name = None
         if spec.list is not None:
@@ -160,14 +167,17 @@ def _plan_sub_level(spec: PartitionPolicySpec, root: Parent, obs: TableObservati
         elif applies.range is not None:
             same_column = spec.range is not None and spec.range.column == col
             # The highest key is the first level's column's: it only bounds a sub-level on that column.
+            # The root's loose tables: a leaf's name taken by someone else's table is not reused.
             child_obs = TableObservation(schema=p.schema, name=p.name, exists=True, relkind="p",
                                          partitions=p.children, column_types=obs.column_types, columns=obs.columns,
-                                         max_key=obs.max_key if same_column else None)
+                                         max_key=obs.max_key if same_column else None,
+                                         loose_tables=obs.loose_tables)
             inside = None
             if spec.range is not None and same_column:
                 # On the parent's own column: leaves for the rest of this parent's range, not a
                 # window from now that would leave later parents (created by premake) without any.
-                inside = parse_range_bound(p.bound_expr, obs.column_types[col], ZoneInfo(spec.range.time_zone))
+                # Read in the sub-level's zone: a wall-clock or date bound is the same text there.
+                inside = parse_range_bound(p.bound_expr, obs.column_types[col], ZoneInfo(applies.range.time_zone))
                 if inside is None:
                     plan.notes.append(f"{where}: bound {p.bound_expr!r} not understood; its sub-level is left as is")
                     continue

@@ -6,7 +6,7 @@ swap and the clean-up)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 # The names live with the catalog queries that look for them; re-exported for the planner's callers.
@@ -241,6 +241,8 @@ def _range_periods(spec: PartitionPolicySpec, plain: PlainTable, now: datetime, 
         last = ahead[-1].lower
         assert isinstance(last, datetime)
         hi = plain.max_key
+        if isinstance(hi, date) and not isinstance(hi, datetime):  # a date column's highest key, as lo above
+            hi = datetime(hi.year, hi.month, hi.day, tzinfo=ZoneInfo(r.time_zone))
         if isinstance(hi, datetime):
             hi_start = grid.start_of(hi if hi.tzinfo else hi.replace(tzinfo=ZoneInfo(r.time_zone)))
             last = max(last, hi_start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -134,6 +135,16 @@ def pieces_within(r: RangeSpec, inside: tuple[Bound, Bound], since: Value, now: 
     return out
 
 
+def in_sub_zone(bounds: tuple[Bound, Bound], column_type: str, parent_tz: ZoneInfo,
+                tz: ZoneInfo) -> tuple[Bound, Bound]:
+    """A parent's bounds for a same-column sub-level aligned in `tz`: on a wall-clock or date
+    column a bound is its wall-clock value in the parent's zone, not that instant seen elsewhere."""
+    if column_type == "timestamp with time zone":
+        return bounds
+    lo, hi = (b.astimezone(parent_tz).replace(tzinfo=tz) if isinstance(b, datetime) else b for b in bounds)
+    return lo, hi
+
+
 def same_column_sub(spec: PartitionPolicySpec, sub: SubpartitionSpec | None) -> RangeSpec | None:
     """The sub-level's range section when it partitions the first level's own range column."""
     if sub is None or sub.range is None or spec.range is None or sub.range.column != spec.range.column:
@@ -232,14 +243,27 @@ def sub_partition_by(sub: SubpartitionSpec) -> str:
     return f"RANGE ({ident(sub.range.column)})"
 
 
+class NameTaken(Exception):
+    """A table to create exists and is not ours: CREATE TABLE IF NOT EXISTS would reuse it and
+    ATTACH adopt it with its rows."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 def child_statements(
     parent: Parent, name: str, bound: str, spec: PartitionPolicySpec, sub: SubpartitionSpec | None,
     column_types: dict[str, str], now: datetime, attach: bool = True, inside: tuple[Bound, Bound] | None = None,
+    taken: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Create one child (and, if it is sub-partitioned, its complete second level), then attach it.
 
     Everything is built detached and attached last, so the parent never routes rows into an
-    incomplete child; and it runs in one transaction, so a crash leaves nothing half-built."""
+    incomplete child; and it runs in one transaction, so a crash leaves nothing half-built.
+    `taken(name)`: that table exists and is someone else's (raises NameTaken)."""
+    if taken is not None and taken(name):
+        raise NameTaken(name)
     stmts = [create_table_sql(parent, name, spec, sub_partition_by(sub) if sub else None)]
     if sub is None:
         stmts += template_index_sql(parent, name, spec)
@@ -248,15 +272,19 @@ def child_statements(
         if sub.hash is not None:
             for r in range(sub.hash.modulus):
                 leaf = fit_identifier(name, f"_{r}")
-                stmts += child_statements(me, leaf, hash_bound(sub.hash.modulus, r), spec, None, column_types, now)
+                stmts += child_statements(me, leaf, hash_bound(sub.hash.modulus, r), spec, None, column_types, now,
+                                          taken=taken)
         elif (same := same_column_sub(spec, sub)) is not None and inside is not None:
             # On the first level's own column: leaves for the whole of the new child's range.
             ctype = column_types[same.column]
             tz = ZoneInfo(same.time_zone)
+            assert spec.range is not None
+            inside = in_sub_zone(inside, ctype, ZoneInfo(spec.range.time_zone), tz)
             since = inside[0] if inside[0] is not None else (now if same.interval is not None else 0)
             for piece in pieces_within(same, inside, since, now, None, ctype):
                 _, _, b = render_range(piece.span.lower, piece.span.upper, ctype, tz)
-                stmts += child_statements(me, piece.name(name, same), b, spec, None, column_types, now)
+                stmts += child_statements(me, piece.name(name, same), b, spec, None, column_types, now,
+                                          taken=taken)
         else:
             assert sub.range is not None
             ctype = column_types[sub.range.column]
@@ -265,7 +293,7 @@ def child_statements(
                 leaf = range_name(name, sub.range, period.lower)
                 b = (f"FOR VALUES FROM ({render_bound(period.lower, ctype, tz)}) "
                      f"TO ({render_bound(period.upper, ctype, tz)})")
-                stmts += child_statements(me, leaf, b, spec, None, column_types, now)
+                stmts += child_statements(me, leaf, b, spec, None, column_types, now, taken=taken)
     if attach:
         stmts.append(f"ALTER TABLE {qualified(parent.schema, parent.name)} ATTACH PARTITION "
                      f"{qualified(parent.schema, name)} {bound}")

@@ -13,6 +13,7 @@ from ..models.partition import PartitionPolicySpec, RangeSpec, SubpartitionSpec
 from ..sql.quote import fit_identifier, ident, literal, qualified
 from ..sql.statements import Blocked, Plan, Step
 from .partition_ddl import (
+    NameTaken,
     Parent,
     child_statements,
     desired_range_periods,
@@ -202,8 +203,12 @@ def plan_range_level(
                 reason="NameConflict",
             )
         lo, hi, bound = render_range(new.lower, new.upper, column_type, tz)
-        if obs.foreign_table(name):
-            plan.blocked.append(foreign_name(parent, name, f"[{lo}, {hi})"))
+        try:
+            # Its leaves too: a table named like one of them is someone else's.
+            child_statements(parent, name, bound, spec, sub, obs.column_types, now, inside=(new.lower, new.upper),
+                             taken=obs.foreign_table)
+        except NameTaken as clash:
+            plan.blocked.append(foreign_name(parent, clash.name, f"[{lo}, {hi})"))
             continue
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:

@@ -161,7 +161,7 @@ async def reconcile_partition_policy(
     # conversion that finishes hands over to maintenance without another run slipping in.
     async with TableLock(conn, t.schema_, t.name):
         # Also without convert.enabled: a conversion in flight when it was turned off is cancelled.
-        converting = await convert_locked(conn, spec, resource=resource, on_event=on_event, progress=progress)
+        converting = await convert_locked(conn, spec, resource=resource, on_event=on_event, progress=progress, now=now)
         if converting is not None:
             return converting
         obs = await observe_policy(conn, spec, now)

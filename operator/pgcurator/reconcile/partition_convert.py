@@ -52,16 +52,17 @@ async def convert_if_needed(
 
 async def convert_locked(
     conn: Any, spec: PartitionPolicySpec, *, resource: str, on_event: Emit = None, progress: Progress = None,
-    on_transition: OnTransition = None,
+    on_transition: OnTransition = None, now: datetime | None = None,
 ) -> Outcome | None:
     """convert_if_needed for a caller that holds the table's TableLock: the facts the first
-    decision is taken on are read once, under that lock."""
+    decision is taken on are read once, under that lock. `now`: the run's (the wall clock if None),
+    which the shadow's layout is planned for, as the maintenance plan of the same run is."""
     t = spec.table
     facts = await cat.observe_conversion(conn, t.schema_, t.name)
     if decide(facts, spec).action is Action.NONE:
         return None
     await apply_session_limits(conn, spec.timeouts)
-    return await _run(conn, spec, resource, on_event, progress, on_transition, facts)
+    return await _run(conn, spec, resource, on_event, progress, on_transition, facts, now or datetime.now(UTC))
 
 
 class _Skipped(Exception):
@@ -69,7 +70,7 @@ class _Skipped(Exception):
 
 
 async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, progress: Progress,
-               hook: OnTransition, first: cat.ConversionFacts) -> Outcome | None:
+               hook: OnTransition, first: cat.ConversionFacts, now: datetime) -> Outcome | None:
     t = spec.table
 
     async def committed(action: str, phase: Phase | None) -> None:
@@ -94,7 +95,7 @@ async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, 
                                                                          if facts.record else None}})
             if d.action in (Action.PREPARE, Action.RESTART):
                 assert facts.table_oid is not None
-                out = await _prepare(conn, spec, facts, d, resource, emit)
+                out = await _prepare(conn, spec, facts, d, resource, emit, now)
                 if out is not None:
                     return out
                 await committed(d.action.value, Phase.COPYING)
@@ -129,7 +130,7 @@ async def _run(conn: Any, spec: PartitionPolicySpec, resource: str, emit: Emit, 
             else:
                 why, carry = f"a row written during the conversion fits no partition of the copy ({exc})", {}
             restart = Decision(Action.RESTART, why, drop_shadow=True)
-            out = await _prepare(conn, spec, facts, restart, resource, emit, carry)
+            out = await _prepare(conn, spec, facts, restart, resource, emit, now, carry)
             if out is not None:
                 return out
             await committed(Action.RESTART.value, Phase.COPYING)
@@ -151,7 +152,7 @@ def _phase(facts: cat.ConversionFacts) -> str | None:
 
 
 async def _prepare(conn: Any, spec: PartitionPolicySpec, facts: cat.ConversionFacts, d: Decision, resource: str,
-                   emit: Emit, carry: dict[str, Any] | None = None) -> Outcome | None:
+                   emit: Emit, now: datetime, carry: dict[str, Any] | None = None) -> Outcome | None:
     """(no record) -> copy, or RESTART: whatever is left of an earlier attempt -> copy, in one
     transaction: the shadow, the change capture and the record. None once committed."""
     t = spec.table
@@ -166,7 +167,7 @@ async def _prepare(conn: Any, spec: PartitionPolicySpec, facts: cat.ConversionFa
         problems.append(f"a table named {ddl.original_name(t.name)} already exists; rename or drop it")
     if problems:
         raise PlanError("cannot convert: " + "; ".join(problems), reason="ConversionRefused")
-    stmts = ddl.shadow_statements(spec, obs, plain, datetime.now(UTC))
+    stmts = ddl.shadow_statements(spec, obs, plain, now)
     if spec.dry_run:
         return Outcome.progressing("DryRun", f"dryRun: conversion would start with {len(stmts)} statements "
                                              "(see status.plan)", {"plan": stmts})
