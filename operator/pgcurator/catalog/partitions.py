@@ -87,6 +87,8 @@ class TableObservation:
 
 
 DEFAULT_ROW_CAP = 1_000_000
+# Bytes of a table's name matched to find plain tables named like its shortened leaf names.
+LEAF_NAME_HEAD = 8
 
 _TABLE_SQL = """
 SELECT c.oid, c.relkind::text,
@@ -209,8 +211,9 @@ async def observe_table(conn: Any, schema: str, name: str, key_column: str | Non
     # A long table name is cut in partition names, which then carry a hash of it (fit_identifier).
     tag = "_" + hashlib.sha256(name.encode()).hexdigest()[:8] + "_"
     # A leaf's name is cut from its parent's and carries the hash of that: it keeps at least the
-    # table's first 11 bytes (room left by the longest suffix, an integer bridge), so match on 8.
-    head = _like_escape(name.encode()[:8].decode(errors="ignore")) + "%" if len(name.encode()) > 8 else like
+    # table's first 11 bytes (room left by the longest suffix, an integer bridge), so match on fewer.
+    head = (_like_escape(name.encode()[:LEAF_NAME_HEAD].decode(errors="ignore")) + "%"
+            if len(name.encode()) > LEAF_NAME_HEAD else like)
     obs.loose_tables = {r[0]: r[1] for r in await conn.fetch(_LOOSE_SQL, schema, like, tag, head)}
     return obs
 
