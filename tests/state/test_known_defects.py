@@ -398,9 +398,6 @@ def test_a_partition_sub_partitioned_without_its_leaves_is_not_coverage(harness:
         raise
 
 
-@known("retention cannot detach a sub-partitioned partition the operator built: its leaves, created LIKE the "
-       "table and attached before their parent was, lack the identity column PostgreSQL 17+ drops on DETACH "
-       "(found by the range sub-level explorer)")
 def test_retention_detaches_a_sub_partitioned_partition_of_a_table_with_an_identity_column(harness: Harness) -> None:
     # Shrunk by hypothesis: years split in months, keep 1; the first run builds 2026 (leaves attached to it,
     # then it to the table), a run in 2028 detaches 2026: 55000 column "id" of relation

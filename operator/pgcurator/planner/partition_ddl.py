@@ -257,14 +257,20 @@ def child_statements(
     column_types: dict[str, str], now: datetime, attach: bool = True, inside: tuple[Bound, Bound] | None = None,
     taken: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """Create one child (and, if it is sub-partitioned, its complete second level), then attach it.
+    """Create one child (and, if it is sub-partitioned, its complete second level) and attach it.
 
-    Everything is built detached and attached last, so the parent never routes rows into an
-    incomplete child; and it runs in one transaction, so a crash leaves nothing half-built.
-    `taken(name)`: that table exists and is someone else's (raises NameTaken)."""
+    It all runs in one transaction, so no other session sees (or routes a row into) an incomplete
+    child, and a crash leaves nothing half-built. A sub-partitioned child is attached before its
+    leaves: leaves created LIKE the table and attached to a child that is not attached yet lack
+    its identity column, and PostgreSQL 17+ then refuses to DETACH that child (55000), which
+    breaks retention. `taken(name)`: that table exists and is someone else's (raises NameTaken)."""
     if taken is not None and taken(name):
         raise NameTaken(name)
     stmts = [create_table_sql(parent, name, spec, sub_partition_by(sub) if sub else None)]
+    attach_sql = (f"ALTER TABLE {qualified(parent.schema, parent.name)} ATTACH PARTITION "
+                  f"{qualified(parent.schema, name)} {bound}")
+    if attach and sub is not None:
+        stmts.append(attach_sql)
     if sub is None:
         stmts += template_index_sql(parent, name, spec)
     else:
@@ -294,9 +300,8 @@ def child_statements(
                 b = (f"FOR VALUES FROM ({render_bound(period.lower, ctype, tz)}) "
                      f"TO ({render_bound(period.upper, ctype, tz)})")
                 stmts += child_statements(me, leaf, b, spec, None, column_types, now, taken=taken)
-    if attach:
-        stmts.append(f"ALTER TABLE {qualified(parent.schema, parent.name)} ATTACH PARTITION "
-                     f"{qualified(parent.schema, name)} {bound}")
+    if attach and sub is None:
+        stmts.append(attach_sql)
     return stmts
 
 
