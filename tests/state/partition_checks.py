@@ -103,8 +103,13 @@ async def probe_gaps(conn: asyncpg.Connection, table: str, key_type: str, r: dic
             sub_tz = sub["range"].get("timeZone", tz)  # type: ignore[index]
             since = lo_hi[0] if "width" in r else max(lo_hi[0], await conn.fetchval(
                 f"SELECT {_at(key_type, sub_tz)}", now))  # never before the first level's current period
-            values = [v for v in values if v >= since] + [since]
-            lo_hi = (since, lo_hi[1])
+            if since > lo_hi[1]:
+                # In its own zone the sub-level's now is past the whole window (a wall-clock or date
+                # column, e.g. Chatham's next morning): it promises nothing inside the window yet.
+                values, lo_hi = [], (since, since)
+            else:
+                values = [v for v in values if v >= since] + [since]
+                lo_hi = (since, lo_hi[1])
         open_top = False
         if covered is not None:
             try:
