@@ -28,18 +28,10 @@ from pgcurator_devenv.postgres import EmbeddedPostgres
 from ..integration.scenarios import EVENT_LOGS
 from .conftest import record
 from .hostile import BAD_SECRETS, corpus
+from .hostile_specs import BASE
 
 pytestmark = pytest.mark.integration
 
-BASE: dict[str, dict[str, Any]] = {
-    "PartitionPolicy": {"database": {"secretName": "app-db"}, "table": {"name": "event_logs"},
-                        "range": {"column": "server_timestamp", "interval": "1 month", "premake": 1}},
-    "IndexPolicy": {"database": {"secretName": "app-db"}, "table": {"name": "event_logs"},
-                    "indexes": [{"name": "ix_ok", "columns": [{"column": "player_id"}]}]},
-    "VectorIndex": {"database": {"secretName": "app-db"}, "table": {"name": "docs"}, "column": "embedding",
-                    "type": "vector", "dimensions": 3, "metric": "cosine", "method": "hnsw",
-                    "hnsw": {"m": 16, "efConstruction": 64}},
-}
 HANDLERS = {h.kind: h for h in ALL_KINDS}
 
 

@@ -380,7 +380,9 @@ def test_retention_finishes_a_detach_killed_midway_in_one_run(crash_harness: Cra
                         f"'pgcurator: detached from st.ev for {'archive' if action == 'archive' else 'retention drop'}'")
         detach = asyncio.ensure_future(c.execute("ALTER TABLE st.ev DETACH PARTITION st.ev_p2026_05 CONCURRENTLY"))
         admin, pid = await h.admin(), c.get_server_pid()
+        deadline = time.monotonic() + 120  # generous: only a hang fails
         while not await admin.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            assert time.monotonic() < deadline, "the DETACH CONCURRENTLY never waited for the snapshot holder"
             await admin.execute("SELECT pg_sleep(0.01)")
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):

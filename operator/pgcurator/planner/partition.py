@@ -42,6 +42,7 @@ from .partition_range import (
     move_default_steps,
     plan_range_level,
     range_layout,
+    rows_in_the_way,
 )
 from .partition_retention import finish_interrupted
 from .ranges import parse_range_bound
@@ -93,11 +94,8 @@ def _plan_list_level(spec: PartitionPolicySpec, parent: Parent, obs: TableObserv
         default = obs.default_partition
         in_default = obs.default_rows_in.get(name, 0) if default is not None else 0
         if default is not None and in_default > 0:
-            # As for ranges: PostgreSQL refuses the ATTACH while the DEFAULT holds rows of these values.
-            if not spec.default_rows.move:
-                plan.blocked.append(Blocked("DefaultRowsConflict", (
-                    f"{in_default} rows in {default.name} have values of {lp.name!r}: partition {name} is not "
-                    "created (PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
+            if (held := rows_in_the_way(spec, default, in_default, name, f"have values of {lp.name!r}")) is not None:
+                plan.blocked.append(held)
                 continue
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, list_predicate(spec.key_column, lp),
                                                  list_bound(lp), list_bound(lp), sub_for(spec, lp.name), now))

@@ -212,10 +212,8 @@ def plan_range_level(
             continue
         in_default = obs.default_rows_in.get(lo, 0) if default is not None else 0
         if default is not None and in_default > 0:
-            if not spec.default_rows.move:
-                plan.blocked.append(Blocked("DefaultRowsConflict", (
-                    f"{in_default} rows in {default.name} fall in [{lo}, {hi}): partition {name} is not created "
-                    "(PostgreSQL refuses it); set defaultRows.move: true to move them, or move them yourself")))
+            if (held := rows_in_the_way(spec, default, in_default, name, f"fall in [{lo}, {hi})")) is not None:
+                plan.blocked.append(held)
                 continue
             key = ident(spec.key_column)
             plan.steps.extend(move_default_steps(spec, parent, obs, default, name, f"{key} >= {lo} AND {key} < {hi}",
@@ -267,6 +265,17 @@ def clear_move_marker(parent: Parent, obs: TableObservation, name: str) -> list[
     if name not in obs.loose_tables or obs.foreign_table(name):
         return []
     return [f"COMMENT ON TABLE {qualified(parent.schema, name)} IS NULL"]
+
+
+def rows_in_the_way(spec: PartitionPolicySpec, default: PartitionInfo, rows: int, name: str,
+                    what: str) -> Blocked | None:
+    """Rows of the DEFAULT partition that belong in a new partition: PostgreSQL refuses the ATTACH,
+    so without `defaultRows.move` the partition is held back (None: they are moved)."""
+    if spec.default_rows.move:
+        return None
+    return Blocked("DefaultRowsConflict", (
+        f"{rows} rows in {default.name} {what}: partition {name} is not created (PostgreSQL refuses it); set "
+        "defaultRows.move: true to move them, or move them yourself"))
 
 
 def foreign_name(parent: Parent, name: str, what: str) -> Blocked:
